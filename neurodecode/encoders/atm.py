@@ -1,0 +1,279 @@
+"""ATM: the Adaptive Thinking Mapper EEG encoder of Li et al. (NeurIPS 2024).
+
+Li, Wei, Zhao, Li, Yang and Hu, "Visual Decoding and Reconstruction via EEG Embeddings with Guided
+Diffusion", NeurIPS 2024. Written from the paper's description and the facts of its public code:
+
+1. every channel's time series is one token: a linear map of its ``n_times`` samples to
+   ``d_model`` (``d_model = n_times`` in the reference configuration);
+2. a learned subject token is prepended, sinusoidal positional encodings are added, dropout 0.25;
+3. one post-norm transformer encoder layer (4 heads, feed-forward width 256, GELU, dropout 0.25)
+   attends across the channel tokens, followed by a layer norm;
+4. the subject token is dropped and **all** channel tokens, read as a ``(n_chans, d_model)``
+   "signal", go through NICE's temporal-spatial convolution (:class:`~neurodecode.encoders.nice.TSConv`);
+5. the flattened result is projected to the embedding (linear, residual GELU block, layer norm).
+
+Differences from the reference code, on purpose:
+
+- the reference keeps the first 63 of the 64 tokens after attention, which keeps the subject token
+  and drops the last channel; here the subject token is removed and every channel is kept;
+- the reference multiplies logits by its temperature parameter without exponentiating it; the
+  temperature lives in the loss here (:class:`neurodecode.losses.ContrastiveLoss`, exp-parametrised);
+- the reference feeds the held-out subject's index in leave-one-subject-out runs (an index whose
+  token was never trained). Here ``subject=None`` selects a subject-independent token:
+  ``unknown_subject="mean"`` (default) uses the mean of the trained subject tokens;
+  ``unknown_subject="learned"`` uses a separate learned token, trained by replacing the subject
+  token with it on a random ``subject_dropout`` share of training rows (set ``subject_dropout > 0``).
+- the reference adds no positional encoding (its time-mark input is ``None``); it is on by default
+  here as the paper describes it (``positional_encoding=False`` turns it off).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import TimeseriesEncoder, register_encoder
+from .nice import Projector, TSConv
+
+__all__ = ["ATM", "ChannelAttentionLayer"]
+
+UNKNOWN_SUBJECT = ("mean", "learned")
+_CHECKPOINT_BYTES = 128 * 2**20  # activations recomputed at once under checkpointing
+
+
+def sinusoidal_positions(n_positions: int, dim: int) -> torch.Tensor:
+    """The fixed sine/cosine position table of Vaswani et al.: ``(n_positions, dim)``."""
+    pos = torch.arange(n_positions, dtype=torch.float64)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-math.log(10000.0) / dim))
+    table = torch.zeros(n_positions, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table.float()
+
+
+class _Dropout(torch.autograd.Function):
+    """Inverted dropout with a uniform-threshold mask kept as booleans.
+
+    The same operation as ``F.dropout`` (each unit kept with probability ``1 - p`` and scaled by
+    ``1 / (1 - p)``), drawn from ``torch.rand`` (vectorised, about 2.5 times faster than the
+    ``bernoulli_`` that ``F.dropout`` uses on CPU) and saved as a boolean mask (a quarter of the
+    float mask ``F.dropout`` keeps for the backward pass).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+        keep = torch.rand_like(x) >= p
+        ctx.save_for_backward(keep)
+        ctx.scale = 1.0 / (1.0 - p)
+        return torch.where(keep, x * ctx.scale, 0.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (keep,) = ctx.saved_tensors
+        return torch.where(keep, grad * ctx.scale, 0.0), None
+
+
+class FastDropout(nn.Dropout):
+    """``nn.Dropout`` computed by :class:`_Dropout` (same distribution, faster, less memory)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p >= 1.0:
+            return torch.zeros_like(x)
+        return _Dropout.apply(x, self.p)
+
+
+class ChannelAttentionLayer(nn.Module):
+    """One post-norm transformer encoder layer (multi-head self-attention + feed-forward).
+
+    Written here rather than taken from ``nn.TransformerEncoderLayer`` because ATM's reference
+    configuration has ``d_model = 250`` with 4 heads, which PyTorch's layer refuses (250 is not a
+    multiple of 4): as in the reference, each head works in ``d_model // n_heads`` dimensions and
+    the output projection maps the concatenated heads back to ``d_model``.
+
+    Parameters
+    ----------
+    d_model : int
+        Token dimension.
+    n_heads : int
+        Attention heads.
+    d_ff : int
+        Feed-forward width.
+    dropout : float
+        Dropout on attention weights, after attention and in the feed-forward block.
+    fast : bool
+        Use :class:`FastDropout` and an explicit attention (so that its dropout is the fast one
+        too) instead of ``nn.Dropout`` and ``F.scaled_dot_product_attention``. Same model; the
+        dropout masks come from another random stream.
+    """
+
+    def __init__(self, d_model: int, n_heads: int = 4, d_ff: int = 256, dropout: float = 0.25,
+                 fast: bool = True) -> None:
+        super().__init__()
+        if d_model // n_heads < 1:
+            raise ValueError(f"d_model={d_model} is too small for n_heads={n_heads}.")
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        inner = self.head_dim * n_heads
+        self.qkv = nn.Linear(d_model, 3 * inner)
+        self.out = nn.Linear(inner, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.ff1 = nn.Linear(d_model, d_ff)
+        self.ff2 = nn.Linear(d_ff, d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.fast = bool(fast)
+        self.dropout = FastDropout(dropout) if fast else nn.Dropout(dropout)
+        self.attn_dropout = dropout
+
+    def _attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if not self.fast:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
+        if not (self.training and self.attn_dropout > 0):
+            return F.scaled_dot_product_attention(q, k, v)
+        weights = torch.softmax((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim)), dim=-1)
+        return _Dropout.apply(weights, self.attn_dropout) @ v
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        a = self._attention(q, k, v)
+        a = self.out(a.transpose(1, 2).reshape(b, n, -1))
+        x = self.norm1(x + self.dropout(a))
+        y = self.dropout(self.ff2(self.dropout(F.gelu(self.ff1(x)))))
+        return self.norm2(x + y)
+
+
+@register_encoder("atm")
+class ATM(TimeseriesEncoder):
+    """ATM EEG encoder: channel-token transformer, temporal-spatial convolution, projector.
+
+    Parameters
+    ----------
+    n_chans, n_times, n_outputs, sfreq, chs_info, n_subjects
+        The encoder contract (:class:`~neurodecode.encoders.base.TimeseriesEncoder`).
+    d_model : int | None
+        Token dimension; ``None`` means ``n_times`` (the reference configuration).
+    n_heads, d_ff, n_layers : int
+        Attention heads (4), feed-forward width (256) and number of layers (1).
+    dropout : float
+        Dropout of the token embedding and the transformer (0.25).
+    positional_encoding : bool
+        Add sinusoidal position encodings to the tokens.
+    unknown_subject : {"mean", "learned"}
+        Token used when ``subject`` is ``None`` (see the module docstring).
+    subject_dropout : float
+        Training-time probability of replacing a row's subject token by the ``"learned"`` unknown
+        token (only with ``unknown_subject="learned"``).
+    n_filters, emb_size, temporal_kernel, pool_size, pool_stride, conv_dropout
+        Temporal-spatial convolution (:class:`~neurodecode.encoders.nice.TSConv`).
+    proj_dropout : float
+        Dropout in the projector (0.5).
+    implementation : {"fused", "reference"}
+        ``"fused"``: the temporal convolution + pooling as one filter in a chunked block (see
+        :mod:`.nice`) and the transformer's dropout drawn by :class:`FastDropout`;
+        ``"reference"``: the layers as in the reference code. Same model and outputs (in training,
+        the transformer's dropout masks come from different random streams).
+    checkpointing : bool
+        In training, run the transformer under activation checkpointing over chunks of the batch
+        (the tokens are independent across examples): its activations are recomputed chunk by
+        chunk in the backward pass instead of being kept, which cuts the training memory (about
+        1.3 GB less at batch 1024 for THINGS-EEG2 shapes) for about a fifth more arithmetic.
+        Same outputs in evaluation; in training the dropout masks are drawn per chunk.
+
+    Notes
+    -----
+    ``forward_features`` returns the flattened convolution features ``(batch, n_features)``
+    (1440 for 63 x 250 input) and ``forward_head`` is the projector.
+    """
+
+    def __init__(self, n_chans: int | None = None, n_times: int | None = None, n_outputs: int | None = None, *,
+                 sfreq: float | None = None, chs_info: Any = None, n_subjects: int = 1,
+                 d_model: int | None = None, n_heads: int = 4, d_ff: int = 256, n_layers: int = 1,
+                 dropout: float = 0.25, positional_encoding: bool = True, unknown_subject: str = "mean",
+                 subject_dropout: float = 0.0, n_filters: int = 40, emb_size: int = 40, temporal_kernel: int = 25,
+                 pool_size: int = 51, pool_stride: int = 5, conv_dropout: float = 0.5, proj_dropout: float = 0.5,
+                 implementation: str = "fused", checkpointing: bool = False) -> None:
+        super().__init__(n_chans, n_times, n_outputs, sfreq=sfreq, chs_info=chs_info, n_subjects=n_subjects)
+        if unknown_subject not in UNKNOWN_SUBJECT:
+            raise ValueError(f"Invalid value for the 'unknown_subject' parameter. Allowed values are "
+                             f"{', '.join(map(repr, UNKNOWN_SUBJECT))}, but got {unknown_subject!r} instead.")
+        if not 0.0 <= subject_dropout < 1.0:
+            raise ValueError(f"subject_dropout must be in [0, 1), got {subject_dropout}.")
+        if subject_dropout > 0 and unknown_subject != "learned":
+            raise ValueError("subject_dropout trains the learned unknown-subject token: it needs "
+                             "unknown_subject='learned'.")
+        self.d_model = int(d_model) if d_model is not None else self.n_times
+        self.checkpointing = bool(checkpointing)
+        self.unknown_subject = unknown_subject
+        self.subject_dropout = float(subject_dropout)
+        self.embedding = nn.Linear(self.n_times, self.d_model)
+        self.subject_tokens = nn.Parameter(torch.randn(self.n_subjects, self.d_model))
+        if unknown_subject == "learned":
+            self.unknown_token = nn.Parameter(torch.randn(1, self.d_model))
+        if positional_encoding:
+            self.register_buffer("positions", sinusoidal_positions(self.n_chans + 1, self.d_model),
+                                 persistent=False)
+        else:
+            self.positions = None
+        fast = implementation == "fused"
+        self.embed_dropout = FastDropout(dropout) if fast else nn.Dropout(dropout)
+        self.layers = nn.ModuleList(ChannelAttentionLayer(self.d_model, n_heads, d_ff, dropout, fast=fast)
+                                    for _ in range(n_layers))
+        self.norm = nn.LayerNorm(self.d_model)
+        self.tsconv = TSConv(self.n_chans, self.d_model, n_filters=n_filters, emb_size=emb_size,
+                             temporal_kernel=temporal_kernel, pool_size=pool_size, pool_stride=pool_stride,
+                             dropout=conv_dropout, implementation=implementation)
+        self.n_features = self.tsconv.n_features
+        self.projector = Projector(self.n_features, self.n_outputs, proj_dropout)
+
+    def subject_token(self, subject: torch.Tensor | None, batch_size: int) -> torch.Tensor:
+        """The token prepended to each row: ``(batch, 1, d_model)``."""
+        if subject is None:
+            if self.unknown_subject == "learned":
+                tok = self.unknown_token
+            else:
+                tok = self.subject_tokens.mean(0, keepdim=True)
+            return tok.expand(batch_size, -1).unsqueeze(1)
+        tok = self.subject_tokens[subject]
+        if self.training and self.subject_dropout > 0:
+            drop = torch.rand(batch_size, 1, device=tok.device) < self.subject_dropout
+            tok = torch.where(drop, self.unknown_token.to(tok.dtype), tok)
+        return tok.unsqueeze(1)
+
+    def _transformer(self, x: torch.Tensor, subject_token: torch.Tensor) -> torch.Tensor:
+        tokens = self.embedding(x)
+        tokens = torch.cat([subject_token.to(tokens.dtype), tokens], dim=1)
+        if self.positions is not None:
+            tokens = tokens + self.positions.to(tokens.dtype)
+        tokens = self.embed_dropout(tokens)
+        for layer in self.layers:
+            tokens = layer(tokens)
+        return self.norm(tokens)[:, 1:]
+
+    def encode_tokens(self, x: torch.Tensor, subject: torch.Tensor | None) -> torch.Tensor:
+        """Channel tokens after attention, subject token removed: ``(batch, n_chans, d_model)``."""
+        subject_token = self.subject_token(subject, x.shape[0])
+        if not (self.checkpointing and self.training and torch.is_grad_enabled()):
+            return self._transformer(x, subject_token)
+        from torch.utils.checkpoint import checkpoint
+
+        # about 1.3 MB of saved activations per example at 64 tokens of 250: chunks of ~128 MB
+        per_example = 20 * (self.n_chans + 1) * max(self.d_model, 256) * x.element_size()
+        chunk = max(1, min(x.shape[0], _CHECKPOINT_BYTES // per_example))
+        parts = [checkpoint(self._transformer, x[i:i + chunk], subject_token[i:i + chunk], use_reentrant=False)
+                 for i in range(0, x.shape[0], chunk)]
+        return torch.cat(parts)
+
+    def forward_features(self, x: torch.Tensor, subject: torch.Tensor | int | None = None) -> torch.Tensor:
+        """Flattened temporal-spatial convolution features ``(batch, n_features)``."""
+        subject = self._prepare(x, subject)
+        return self.tsconv(self.encode_tokens(x, subject))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """The projector: ``(batch, n_features) -> (batch, n_outputs)``."""
+        return self.projector(features)
