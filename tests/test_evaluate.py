@@ -1,0 +1,172 @@
+"""``neurodecode evaluate``: files, numbers against brute force, figures, comparisons; time-resolved decoding."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import FEATURE_TEACHER
+from PIL import Image
+
+from neurodecode.cli import main
+from neurodecode.lightning_cli import run_lightning_cli
+
+
+def _train(tmp_path: Path, root: Path, name: str, **data) -> Path:
+    cfg = {
+        "seed_everything": 0, "test_after_fit": False,
+        "trainer": {"max_epochs": 6, "accelerator": "cpu", "devices": 1, "logger": False,
+                    "enable_progress_bar": False, "enable_model_summary": False,
+                    "default_root_dir": str(tmp_path / name)},
+        "model": {"class_path": "neurodecode.lit.AlignmentModule",
+                  "init_args": {"encoder": {"class_path": "neurodecode.encoders.MLP",
+                                            "init_args": {"hidden_sizes": [64], "dropout": 0.3}}, "lr": 3e-3}},
+        "data": {"root": str(root), "teacher": FEATURE_TEACHER, "batch_size": 16, **data},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run_lightning_cli("fit", ["-c", str(path)])
+    return tmp_path / name / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, sim_eeg):
+    tmp = tmp_path_factory.mktemp("evaluate")
+    return tmp, _train(tmp, sim_eeg, "intra", subject="01")
+
+
+def test_evaluate_writes_every_file_with_correct_numbers(trained, sim_eeg):
+    tmp, ckpt = trained
+    out = tmp / "eval"
+    assert main(["evaluate", "--ckpt", str(ckpt), "--out", str(out), "--n-boot", "300", "--n-permutations", "200",
+                 "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    # every figure named in the issue, and each opens as an image
+    for name in ("retrieval_strip", "similarity_matrix", "accuracy_vs_k", "time_resolved", "per_subject", "ablation"):
+        png = out / m["figures"][name]
+        with Image.open(png) as im:
+            assert im.size[0] > 300 and im.size[1] > 200
+    report = (out / "report.md").read_text()
+    assert "| sub-01 | 8 |" in report and "Transductive (CSLS" in report and "Simulator ceiling" in report
+    # the numbers equal a brute-force computation from the model's own embeddings
+    from neurodecode.evaluation.report import embed_set, load_for_evaluation
+
+    model, dm, _ = load_for_evaluation(ckpt)
+    dm.setup("test")
+    ts = dm.sets["test"]
+    emb = embed_set(model, ts.data, ts.subjects)
+    img = np.asarray(dm.image_embeddings)[ts.stim_rows]
+    e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    i = img / np.linalg.norm(img, axis=1, keepdims=True)
+    sim = e @ i.T
+    hits = (sim.argmax(1) == np.arange(len(sim))).mean()
+    r = m["subjects"]["01"]["retrieval"]["inductive"]["brain_to_image"]
+    assert r["top1_full"] == pytest.approx(hits)
+    # 2-way: the share of distractors scored below the true image
+    two = np.mean([(sim[q, q] > np.delete(sim[q], q)).mean() for q in range(len(sim))])
+    assert r["top1_2way"] == pytest.approx(two)
+    # the protocol is recorded with the numbers
+    p = m["protocol"]
+    assert p["seed"] == 0 and p["n_draws"] == 100 and "averaged" in p["test_averaging"]
+    assert m["data"]["teacher"] == FEATURE_TEACHER and m["model"]["checkpoint"] == str(ckpt)
+    assert m["subjects"]["01"]["retrieval_monte_carlo"]["protocol"]["method"] == "monte_carlo"
+    ci = m["subjects"]["01"]["confidence_intervals"]["top1_full"]
+    assert ci["low"] <= ci["estimate"] <= ci["high"]
+    assert 0 < m["subjects"]["01"]["permutation_test"]["p_value"] <= 1
+    assert m["subjects"]["01"]["retrieval"]["transductive"]["method"] == "csls"
+    # time-resolved curve and ablation cover the epoch and the regions
+    tr = m["time_resolved"]["01"]
+    assert len(tr["times"]) == len(tr["top1"]) > 10 and tr["times"][0] < 0.1 < 0.8 < tr["times"][-1]
+    assert set(m["ablation"]["regions"]) == {"frontal", "central", "temporal", "parietal", "occipital"}
+    assert m["noise_ceiling"]["01"]["split_half_reliability"]["n_repetitions"] == 4
+
+
+def test_simulated_information_appears_after_onset(trained):
+    tmp, _ = trained
+    m = json.loads((tmp / "eval" / "metrics.json").read_text()) if (tmp / "eval").exists() else None
+    if m is None:
+        pytest.skip("needs test_evaluate_writes_every_file_with_correct_numbers")
+    tr = m["time_resolved"]["01"]
+    t, a = np.asarray(tr["times"]), np.asarray(tr["top1"])
+    # the simulated components sit between 80 and 550 ms: decoding peaks there, not at the end of the epoch
+    assert 0.08 <= t[np.argmax(a)] <= 0.55
+    assert a[(t > 0.1) & (t < 0.5)].mean() > a[t > 0.85].mean()
+
+
+def test_compare_intra_and_loso_side_by_side(trained, sim_eeg, tmp_path):
+    tmp, intra = trained
+    loso = _train(tmp_path, sim_eeg, "loso", protocol="loso", subject="01")
+    out = tmp_path / "cmp"
+    assert main(["evaluate", "--ckpt", str(intra), "--ckpt", str(loso), "--out", str(out), "--no-time-resolved",
+                 "--no-ablation", "--no-figures", "--n-boot", "200", "--n-permutations", "100", "--no-progress"]) == 0
+    comp = json.loads((out / "comparison.json").read_text())
+    assert comp["models"] == ["intra-sub01", "loso-sub01"]
+    assert set(comp["per_subject"]["01"]) == {"intra-sub01", "loso-sub01"}
+    assert comp["paired"] and comp["paired"][0]["subject"] == "01" and 0 <= comp["paired"][0]["p_value"] <= 1
+    report = (out / "report.md").read_text()
+    assert "Side by side" in report and "loso-sub01" in report
+    loso_metrics = json.loads((out / "model2" / "metrics.json").read_text())
+    assert loso_metrics["data"]["train_subjects"] == ["02"]
+
+
+def test_evaluate_exported_folder_and_overrides(trained, sim_eeg, tmp_path):
+    tmp, ckpt = trained
+    from neurodecode.evaluation.report import evaluate
+    from neurodecode.export import export_checkpoint
+
+    exported = export_checkpoint(ckpt, tmp_path / "exported")
+    moved = tmp_path / "moved_data"
+    shutil.copytree(sim_eeg, moved)
+    m = evaluate(exported, tmp_path / "ev", root=str(moved), time_resolved=False, ablation=False, figures=False,
+                 n_boot=100, n_permutations=50, progress_bar=False)
+    assert m["model"]["kind"] == "exported" and m["data"]["root"] == str(moved)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        evaluate(tmp_path / "nothing.ckpt", tmp_path / "ev2")
+
+
+def test_time_resolved_classification_on_synthetic_epochs():
+    from neurodecode.evaluation.time_resolved import sliding_windows, time_resolved_classification
+
+    rng = np.random.default_rng(0)
+    times = np.arange(-0.1, 0.6, 0.01)
+    y = np.repeat([0, 1], 200)
+    x = rng.standard_normal((400, 3, len(times)))
+    window = (times > 0.15) & (times < 0.25)
+    x[y == 1, 0, :] += np.where(window, 0.8, 0.0)  # a class difference only between 150 and 250 ms
+    res = time_resolved_classification(x, y, times, width=0.05, step=0.05, n_boot=200, progress_bar=False)
+    t = np.asarray(res["times"])
+    s = np.asarray(res["score"])
+    sig = np.asarray(res["significant"])
+    assert res["scoring"] == "roc_auc" and res["chance"] == 0.5
+    assert s[(t > 0.15) & (t < 0.25)].min() > 0.8 and sig[(t > 0.15) & (t < 0.25)].all()
+    assert np.abs(s[t < 0] - 0.5).max() < 0.1  # pure noise before onset scores near chance
+    assert [w[:2] for w in sliding_windows(np.arange(10) / 10, 0.3, 0.2)] == [(0, 3), (2, 5), (4, 7), (6, 9)]
+    with pytest.raises(ValueError, match="longer than the epoch"):
+        sliding_windows(np.arange(5) / 10, 1.0, 0.1)
+
+
+@pytest.mark.real_data
+def test_n170_time_resolved_peaks_at_the_n170_and_is_at_chance_before_onset(shared_data, tmp_path):
+    """Faces vs houses from 4 Muse channels: above chance around the N170 (130-200 ms), not before onset."""
+    from neurodecode.datasets.csv import prepare_csv
+    from neurodecode.evaluation.time_resolved import time_resolved_classification
+    from neurodecode.store import open_prepared
+
+    prepare_csv(shared_data / "n170", tmp_path / "n170", event_map="1=face,2=house",
+                images=shared_data / "n170" / "stimuli", subjects=["01"])
+    st = open_prepared(tmp_path / "n170", subjects=["01"]).stores["01"]
+    res = time_resolved_classification(st.get_signals(), st.stimulus_id, st.times, width=0.05, step=0.02,
+                                       C=0.1, progress_bar=False)
+    t, s = np.asarray(res["times"]), np.asarray(res["score"])
+    lo = np.asarray(res["ci_low"])
+    pre = t < 0
+    assert pre.sum() >= 2
+    assert not (lo[pre] > 0.5).any()  # no pre-stimulus window is above chance
+    assert np.abs(s[pre] - 0.5).max() < 0.07
+    n170 = (t >= 0.13) & (t <= 0.2)
+    assert (lo[n170] > 0.5).any()  # a window of the N170 latency range is above chance
+    assert s[n170].max() > 0.58
