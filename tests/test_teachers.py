@@ -82,7 +82,7 @@ def _images(n=3, size=32, seed=0):
     ("open_clip:ViT-H-14/laion2b_s32b_b79k", ("open_clip", "ViT-H-14", "hub", "laion2b_s32b_b79k")),
     ("open_clip:ViT-B-32/random", ("open_clip", "ViT-B-32", "random", None)),
     ("open_clip:ViT-B-32/ckpts/clip.pt", ("open_clip", "ViT-B-32", "file", "ckpts/clip.pt")),
-    ("open_clip:ViT-B-32//abs/path/clip.bin", ("open_clip", "ViT-B-32", "file", "/abs/path/clip.bin")),
+    ("open_clip:ViT-B-32//tmp/weights/clip.bin", ("open_clip", "ViT-B-32", "file", "/tmp/weights/clip.bin")),
     ("open_clip:ViT-B-32/./laion2b_e16", ("open_clip", "ViT-B-32", "file", "./laion2b_e16")),
     ("open_clip:ViT-B-32/weights.safetensors", ("open_clip", "ViT-B-32", "file", "weights.safetensors")),
     ("timm:vit_large_patch14_dinov2.lvd142m", ("timm", "vit_large_patch14_dinov2.lvd142m", "hub", None)),
