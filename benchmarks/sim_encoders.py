@@ -34,6 +34,8 @@ def main() -> None:  # noqa: D103
     p.add_argument("--runs", type=Path, default=Path("runs/bench_sim_encoders"))
     p.add_argument("--encoders", default=",".join(ENCODERS))
     p.add_argument("--extra-teacher", default="efficientnet-lite0", help="also train ATM with this teacher ('' to skip)")
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="cap the epochs of the trained encoders (default: the config's); e.g. for the slow brain module")
     p.add_argument("--config", type=Path, default=Path(__file__).resolve().parents[1] / "configs/sim/eeg_atm.yaml")
     args = p.parse_args()
 
@@ -48,6 +50,8 @@ def main() -> None:  # noqa: D103
         root = args.runs / f"{name}_{teacher.replace(':', '_')}"
         t0 = time.perf_counter()
         extra = ["--trainer.max_epochs", "1"] if name == "Ridge" else []
+        if args.max_epochs is not None and name != "Ridge":
+            extra = ["--trainer.max_epochs", str(args.max_epochs)]
         run_lightning_cli("fit", ["-c", str(args.config), "--data.root", str(args.data), "--data.teacher", teacher,
                                   "--model.init_args.encoder", cls, "--trainer.default_root_dir", str(root),
                                   "--trainer.enable_progress_bar", "false", *extra])
@@ -58,7 +62,7 @@ def main() -> None:  # noqa: D103
             "test_top5": res["test"]["test/top5"], "per_subject_top1": {s: v["top1"] for s, v in
                                                                       res["test_detail"]["per_subject"].items()},
             "fraction_of_ceiling_top1": res.get("fraction_of_ceiling_top1"), "epochs": res["epochs_trained"],
-            "seconds": round(seconds, 1),
+            "max_epochs": 1 if name == "Ridge" else args.max_epochs, "seconds": round(seconds, 1),
         })
         print(json.dumps(results[-1]))
     out = {"data": str(args.data), "n_way": ceiling["n_way"], "ceiling_top1": ceiling["mean"]["top1"],
