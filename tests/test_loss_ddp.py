@@ -66,6 +66,7 @@ def _worker(rank, init_file, out_dir):
         except ValueError as err:
             result["unequal_error"] = str(err)
         torch.save(result, f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # no rank tears down while the other may still be in a collective
     finally:
         dist.destroy_process_group()
 
