@@ -6,7 +6,7 @@ What it does
    through ``numpy.lib.format.open_memmap``, a block of rows at a time (never held in RAM whole).
    Some rows are planted near the queries, so that the search has known answers to find.
 2. For every number of queries in ``--queries`` and every ``--dtypes`` entry, runs
-   :func:`neurodecode.evaluation.gallery.search_gallery` streaming the file in chunks.
+   :func:`neurodecode.evaluation.search.search_gallery` streaming the file in chunks.
 3. Baseline in the same run: the naive way (load the gallery into RAM, one full query-by-gallery
    similarity matrix, ``torch.topk``) on ``--baseline-sizes`` rows that fit, together with the
    chunked search on the same rows (same answers, checked), and a linear extrapolation of the
@@ -134,7 +134,7 @@ def write_gallery(path: Path, n: int, dim: int, block: int = 65536) -> float:
 def worker(spec: dict) -> dict:
     import torch
 
-    from neurodecode.evaluation.gallery import search_gallery
+    from neurodecode.evaluation.search import search_gallery
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))

@@ -9,7 +9,7 @@ category's images) and, on the *same* stratified 5-fold splits, this script runs
   the flattened 256 Hz epoch, with ``C = 0.01`` (the README's configuration, ROC AUC 0.68 there)
   and with ``C`` chosen by an inner 5-fold cross-validation of each training part (a stronger,
   tuned version of the same model); also the tuned one on the 128 Hz input the networks see;
-- alignment models (:func:`neurodecode.evaluation.crossval.crossval_alignment`): EEGNet,
+- alignment models (:func:`neurodecode.training.crossval.crossval_alignment`): EEGNet,
   ShallowConvNet, an MLP and closed-form ridge, trained to map each epoch to its category's
   teacher embedding and scored by ``cos(b, face) - cos(b, house)``.
 
@@ -70,8 +70,8 @@ def _strip(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _prepare(root: Path, work: Path, subjects: list[str] | None) -> Any:
-    from neurodecode.datasets.csv import prepare_csv
-    from neurodecode.store import open_prepared
+    from neurodecode.readers.csv import prepare_csv
+    from neurodecode.io.store import open_prepared
     from neurodecode.teachers.extract import ensure_embeddings
 
     out = prepare_csv(root, work / "prepared", event_map="1=face,2=house", images=root / "stimuli",
@@ -101,7 +101,7 @@ def main() -> None:  # noqa: D103
 
     import torch
 
-    from neurodecode.evaluation.crossval import crossval_alignment, crossval_logistic, make_folds
+    from neurodecode.training.crossval import crossval_alignment, crossval_logistic, make_folds
     from neurodecode.evaluation.stats import mean_sd, paired_comparison
     from neurodecode.utils import atomic_write_json, shared_data_dir
 

@@ -14,7 +14,7 @@ prepare it, each in a fresh process:
     ``sklearn.discriminant_analysis._cov(..., shrinkage="auto")`` and
     ``scipy.linalg.fractional_matrix_power``. MVNN is fitted on the training data.
 ``neurodecode``
-    :func:`neurodecode.datasets.things_eeg2.preprocess_raw_session` on the file read by the
+    :func:`neurodecode.readers.things_eeg2.preprocess_raw_session` on the file read by the
     restricted unpickler with a memory map: the epoching operator applied block by block, batched
     MVNN (float32 output, as stored).
 
@@ -57,7 +57,7 @@ NICE_REFERENCE = {"epoching_trials_per_s": [230, 290], "epoching_mb_per_trial": 
 
 def simulate_session(path: Path, n_conditions: int, n_reps: int, seed: int) -> dict:
     """Write a raw THINGS-EEG2-like training session; return its description."""
-    from neurodecode.datasets.things_eeg2 import CHANNELS_63
+    from neurodecode.readers.things_eeg2 import CHANNELS_63
 
     rng = np.random.default_rng(seed)
     codes = np.repeat(np.arange(1, n_conditions + 1), n_reps)
@@ -113,7 +113,7 @@ def run_baseline(path: str, out: str, seed: int, queue: mp.Queue) -> None:
     from sklearn.discriminant_analysis import _cov
     from sklearn.utils import shuffle
 
-    from neurodecode.datasets.things_eeg2 import CHANNELS_63
+    from neurodecode.readers.things_eeg2 import CHANNELS_63
 
     mne.set_log_level("ERROR")
     start_rss = _rss_mb()
@@ -162,8 +162,8 @@ def run_fast(path: str, out: str, seed: int, block_size: int, queue: mp.Queue) -
     import scipy.linalg  # noqa: F401
     import sklearn  # noqa: F401
 
-    from neurodecode.datasets.things_eeg2 import RawOptions, preprocess_raw_session
-    from neurodecode.safeio import load_pickled_dict
+    from neurodecode.readers.things_eeg2 import RawOptions, preprocess_raw_session
+    from neurodecode.io.safeio import load_pickled_dict
 
     start_rss = _rss_mb()
     tracemalloc.start()

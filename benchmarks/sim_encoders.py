@@ -39,7 +39,7 @@ def main() -> None:  # noqa: D103
     p.add_argument("--config", type=Path, default=Path(__file__).resolve().parents[1] / "configs/sim/eeg_atm.yaml")
     args = p.parse_args()
 
-    from neurodecode.lightning_cli import run_lightning_cli
+    from neurodecode.cli.lightning import run_lightning_cli
 
     jobs = [(name, ENCODERS[name], "sim:features") for name in args.encoders.split(",") if name]
     if args.extra_teacher:

@@ -6,15 +6,15 @@ draw it back. Heavy libraries (torch, MNE, open_clip, diffusers) are imported on
 ``import neurodecode`` stays fast.
 """
 
-from ._version import __version__
-from .utils import set_log_level
+from neurodecode._version import __version__
+from neurodecode.utils import set_log_level
 
 __all__ = ["__version__", "set_log_level", "sys_info", "from_pretrained"]
 
 
 def from_pretrained(path, *, device="cpu"):
-    """Load a model exported by ``neurodecode export`` (see :func:`neurodecode.export.from_pretrained`)."""
-    from .export import from_pretrained as _from_pretrained
+    """Load a model exported by ``neurodecode export`` (see :func:`neurodecode.training.export.from_pretrained`)."""
+    from neurodecode.training.export import from_pretrained as _from_pretrained
 
     return _from_pretrained(path, device=device)
 
@@ -31,6 +31,6 @@ def sys_info(show: bool = True) -> dict:
     -------
     info : dict
     """
-    from ._sys_info import sys_info as _sys_info
+    from neurodecode._sys_info import sys_info as _sys_info
 
     return _sys_info(show=show)

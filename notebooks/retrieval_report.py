@@ -36,8 +36,8 @@ WORK.mkdir(parents=True, exist_ok=True)
 
 # %%
 if not CKPT:
-    from neurodecode.datasets.simulate import simulate
-    from neurodecode.lightning_cli import run_lightning_cli
+    from neurodecode.simulate.forward import simulate
+    from neurodecode.cli.lightning import run_lightning_cli
 
     data = WORK / "sim_eeg"
     if not (data / "ceiling.json").is_file():
@@ -47,7 +47,7 @@ if not CKPT:
     run_dir = WORK / "run"
     if not (run_dir / "checkpoints" / "last.ckpt").is_file():
         run_lightning_cli("fit", [
-            "--model", "neurodecode.lit.AlignmentModule", "--model.encoder", "neurodecode.encoders.MLP",
+            "--model", "neurodecode.training.lit.AlignmentModule", "--model.encoder", "neurodecode.encoders.MLP",
             "--model.encoder.hidden_sizes", "[256]", "--model.lr", "1e-3",
             "--data.root", str(data), "--data.teacher", "sim:features", "--data.average_train_reps", "true",
             "--trainer.max_epochs", "8", "--trainer.default_root_dir", str(run_dir), "--trainer.logger", "false",
@@ -62,7 +62,7 @@ print("checkpoint:", CKPT)
 # The checkpoint knows its prepared folder, teacher and protocol; `root=` and `teacher=` override them.
 
 # %%
-from neurodecode.evaluation.report import embed_set, load_for_evaluation
+from neurodecode.reporting.evaluate import embed_set, load_for_evaluation
 
 model, dm, info = load_for_evaluation(CKPT)
 dm.setup("test")
@@ -107,7 +107,7 @@ print(f"top-1 {ci['estimate']:.1%} (95% CI {ci['low']:.1%} to {ci['high']:.1%}),
 # ## 5. Figures
 
 # %%
-from neurodecode import viz
+from neurodecode.reporting import figures as viz
 from neurodecode.evaluation.retrieval import similarity_matrix
 
 sim = similarity_matrix(brain, images[candidates]).numpy()
@@ -127,7 +127,7 @@ viz.save_figure(fig, WORK / "accuracy_vs_k.png")
 # region ablation, per-subject tables) go to `metrics.json`, `report.md` and PNG figures.
 
 # %%
-from neurodecode.evaluation.report import evaluate
+from neurodecode.reporting.evaluate import evaluate
 
 metrics = evaluate(CKPT, WORK / "evaluation", n_boot=500, n_permutations=200, progress_bar=False)
 print((WORK / "evaluation" / "report.md").read_text()[:1500])

@@ -1,4 +1,4 @@
-"""Trial-level cross-validation of alignment models (neurodecode.evaluation.crossval), on small
+"""Trial-level cross-validation of alignment models (neurodecode.training.crossval), on small
 synthetic data made here: two categories whose trials carry a category-specific evoked waveform."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from neurodecode.evaluation import crossval as cv
-from neurodecode.evaluation.crossval import (
+from neurodecode.training import crossval as cv
+from neurodecode.training.crossval import (
     crossval_alignment,
     crossval_logistic,
     fold_metrics,

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from neurodecode.store import StimulusTable
+from neurodecode.io.store import StimulusTable
 from neurodecode.teachers import EmbeddingCache, ensure_embeddings, parts_dir
 
 pytest.importorskip("lightning")

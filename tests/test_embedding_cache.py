@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from neurodecode.store import StimulusTable, StoreError
+from neurodecode.io.store import StimulusTable, StoreError
 from neurodecode.teachers import (
     EmbeddingCache,
     EmbeddingCacheError,

@@ -13,7 +13,7 @@ from conftest import FEATURE_TEACHER
 from PIL import Image
 
 from neurodecode.cli import main
-from neurodecode.lightning_cli import run_lightning_cli
+from neurodecode.cli.lightning import run_lightning_cli
 
 
 def _train(tmp_path: Path, root: Path, name: str, **data) -> Path:
@@ -22,7 +22,7 @@ def _train(tmp_path: Path, root: Path, name: str, **data) -> Path:
         "trainer": {"max_epochs": 6, "accelerator": "cpu", "devices": 1, "logger": False,
                     "enable_progress_bar": False, "enable_model_summary": False,
                     "default_root_dir": str(tmp_path / name)},
-        "model": {"class_path": "neurodecode.lit.AlignmentModule",
+        "model": {"class_path": "neurodecode.training.lit.AlignmentModule",
                   "init_args": {"encoder": {"class_path": "neurodecode.encoders.MLP",
                                             "init_args": {"hidden_sizes": [64], "dropout": 0.3}}, "lr": 3e-3}},
         "data": {"root": str(root), "teacher": FEATURE_TEACHER, "batch_size": 16, **data},
@@ -53,7 +53,7 @@ def test_evaluate_writes_every_file_with_correct_numbers(trained, sim_eeg):
     report = (out / "report.md").read_text()
     assert "| sub-01 | 8 |" in report and "Transductive (CSLS" in report and "Simulator ceiling" in report
     # the numbers equal a brute-force computation from the model's own embeddings
-    from neurodecode.evaluation.report import embed_set, load_for_evaluation
+    from neurodecode.reporting.evaluate import embed_set, load_for_evaluation
 
     model, dm, _ = load_for_evaluation(ckpt)
     dm.setup("test")
@@ -115,8 +115,8 @@ def test_compare_intra_and_loso_side_by_side(trained, sim_eeg, tmp_path):
 
 def test_evaluate_exported_folder_and_overrides(trained, sim_eeg, tmp_path):
     tmp, ckpt = trained
-    from neurodecode.evaluation.report import evaluate
-    from neurodecode.export import export_checkpoint
+    from neurodecode.reporting.evaluate import evaluate
+    from neurodecode.training.export import export_checkpoint
 
     exported = export_checkpoint(ckpt, tmp_path / "exported")
     moved = tmp_path / "moved_data"
@@ -152,9 +152,9 @@ def test_time_resolved_classification_on_synthetic_epochs():
 @pytest.mark.real_data
 def test_n170_time_resolved_peaks_at_the_n170_and_is_at_chance_before_onset(shared_data, tmp_path):
     """Faces vs houses from 4 Muse channels: above chance around the N170 (130-200 ms), not before onset."""
-    from neurodecode.datasets.csv import prepare_csv
+    from neurodecode.readers.csv import prepare_csv
     from neurodecode.evaluation.time_resolved import time_resolved_classification
-    from neurodecode.store import open_prepared
+    from neurodecode.io.store import open_prepared
 
     prepare_csv(shared_data / "n170", tmp_path / "n170", event_map="1=face,2=house",
                 images=shared_data / "n170" / "stimuli", subjects=["01"])

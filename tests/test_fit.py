@@ -14,8 +14,8 @@ import torch
 import yaml
 from conftest import FEATURE_TEACHER
 
-from neurodecode.data import BrainImageDataModule
-from neurodecode.lightning_cli import run_lightning_cli
+from neurodecode.training.data import BrainImageDataModule
+from neurodecode.cli.lightning import run_lightning_cli
 
 
 def _config(tmp_path: Path, root: Path, **over) -> Path:
@@ -24,7 +24,7 @@ def _config(tmp_path: Path, root: Path, **over) -> Path:
         "trainer": {"max_epochs": 4, "accelerator": "cpu", "devices": 1, "logger": False,
                     "enable_progress_bar": False, "enable_model_summary": False,
                     "default_root_dir": str(tmp_path / "run")},
-        "model": {"class_path": "neurodecode.lit.AlignmentModule",
+        "model": {"class_path": "neurodecode.training.lit.AlignmentModule",
                   "init_args": {"encoder": {"class_path": "neurodecode.encoders.MLP",
                                             "init_args": {"hidden_sizes": [64], "dropout": 0.3}},
                                 "lr": 3e-3, "warmup_epochs": 0.5}},
@@ -141,7 +141,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, sim_eeg):
 def test_export_and_from_pretrained(tmp_path, sim_eeg):
     from neurodecode import from_pretrained
     from neurodecode.cli import main
-    from neurodecode.lit import load_alignment_checkpoint
+    from neurodecode.training.lit import load_alignment_checkpoint
 
     cfg = _config(tmp_path, sim_eeg, **{"trainer.max_epochs": 1, "test_after_fit": False})
     run_lightning_cli("fit", ["-c", str(cfg)])
@@ -213,7 +213,7 @@ def test_ddp_two_processes_contrastive_loss_sees_the_global_batch(tmp_path, sim_
     assert r0["world_size"] == 2 and not torch.equal(r0["stim"], r1["stim"])  # different halves
     # rebuild the initial model and compute the loss of the concatenated (global) batch in one process
     from neurodecode.encoders import MLP
-    from neurodecode.lit import AlignmentModule
+    from neurodecode.training.lit import AlignmentModule
     from neurodecode.losses import AlignmentLoss
 
     enc = MLP(n_chans=63, n_times=100, n_outputs=32, hidden_sizes=[64], dropout=0.0)
@@ -236,7 +236,7 @@ def test_ridge_is_fitted_in_closed_form_through_fit(tmp_path, sim_eeg):
                                         "model.init_args.encoder": {"class_path": "neurodecode.encoders.Ridge"}})
     run_lightning_cli("fit", ["-c", str(cfg)])
     res = _results(tmp_path)
-    from neurodecode.lit import load_alignment_checkpoint
+    from neurodecode.training.lit import load_alignment_checkpoint
 
     module, _ = load_alignment_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert module.closed_form and bool((module.encoder.alpha_ > 0).all())
@@ -274,12 +274,12 @@ def test_every_config_parses(config, capsys):
         run_lightning_cli("fit", [*args, "--print_config"])
     assert exc.value.code in (0, None)
     out = capsys.readouterr().out
-    assert "class_path: neurodecode.lit.AlignmentModule" in out and "encoder:" in out
+    assert "class_path: neurodecode.training.lit.AlignmentModule" in out and "encoder:" in out
 
 
 @pytest.mark.parametrize("modality, config", [("meg", "things_meg/brain_module.yaml"), ("fmri", "nsd/mlp.yaml")])
 def test_meg_and_fmri_configs_train_on_simulated_data(tmp_path, modality, config):
-    from neurodecode.datasets.simulate import simulate
+    from neurodecode.simulate.forward import simulate
 
     root = tmp_path / modality
     simulate(root, modality=modality, n_subjects=2, n_train_concepts=20, n_test_concepts=8, n_exemplars=2,
@@ -301,7 +301,7 @@ def test_meg_and_fmri_configs_train_on_simulated_data(tmp_path, modality, config
 @pytest.mark.slow
 def test_torch_compile_option_keeps_checkpoints_portable(tmp_path, sim_eeg):
     from neurodecode import from_pretrained
-    from neurodecode.export import export_checkpoint
+    from neurodecode.training.export import export_checkpoint
 
     cfg = _config(tmp_path, sim_eeg, **{"trainer.max_epochs": 1, "test_after_fit": False,
                                         "model.init_args.compile": True})

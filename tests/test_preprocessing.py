@@ -10,7 +10,7 @@ from sklearn.covariance import LedoitWolf
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import shuffle
 
-from neurodecode.preprocessing import (
+from neurodecode.preprocessing.epoching import (
     MVNN,
     band_pass,
     epoch_operator,

@@ -10,8 +10,8 @@ import shutil
 import numpy as np
 import pytest
 
-from neurodecode.datasets.manifest import ManifestError
-from neurodecode.store import open_prepared
+from neurodecode.io.manifests import ManifestError
+from neurodecode.io.store import open_prepared
 
 mne = pytest.importorskip("mne")
 h5py = pytest.importorskip("h5py")
@@ -92,7 +92,7 @@ def test_things_meg_layout_has_the_four_parts(things_meg):
 
 
 def test_things_meg_trials_value_by_value(things_meg, tmp_path):
-    from neurodecode.datasets.things_meg import prepare_things_meg
+    from neurodecode.readers.things_meg import prepare_things_meg
 
     out = prepare_things_meg(things_meg["root"], tmp_path / "out", things_meta=things_meg["things"] / "Metadata",
                              images=things_meg["things"] / "Images", scaling="none", chunk_size=7, progress=False)
@@ -131,7 +131,7 @@ def test_things_meg_trials_value_by_value(things_meg, tmp_path):
 
 
 def test_things_meg_zscore_is_fitted_on_training_trials_only(things_meg, tmp_path):
-    from neurodecode.datasets.things_meg import prepare_things_meg
+    from neurodecode.readers.things_meg import prepare_things_meg
 
     out = prepare_things_meg(things_meg["root"], tmp_path / "z", things_meta=things_meg["things"],
                              scaling="zscore", progress=False)
@@ -152,7 +152,7 @@ def test_things_meg_zscore_is_fitted_on_training_trials_only(things_meg, tmp_pat
 def test_things_meg_resample_matches_mne_on_whole_epochs(things_meg, tmp_path):
     # (band-pass filtering through the same chunked path is checked on small epochs in
     # test_readers_mne_csv_nifti.py: MNE filters channel by channel, slow for 271 channels)
-    from neurodecode.datasets.things_meg import prepare_things_meg
+    from neurodecode.readers.things_meg import prepare_things_meg
 
     out = prepare_things_meg(things_meg["root"], tmp_path / "r", things_meta=things_meg["things"], sfreq=100.0,
                              resample_method="polyphase", scaling="none", chunk_size=5, progress=False)
@@ -167,7 +167,7 @@ def test_things_meg_resample_matches_mne_on_whole_epochs(things_meg, tmp_path):
 
 
 def test_things_meg_missing_files_listed_in_one_message(things_meg, tmp_path):
-    from neurodecode.datasets.things_meg import prepare_things_meg
+    from neurodecode.readers.things_meg import prepare_things_meg
 
     root = tmp_path / "ds"
     shutil.copytree(things_meg["root"], root)
@@ -183,7 +183,7 @@ def test_things_meg_missing_files_listed_in_one_message(things_meg, tmp_path):
 
 
 def test_things_meg_bad_metadata(things_meg, tmp_path):
-    from neurodecode.datasets.things_meg import prepare_things_meg, read_things_meta, select_trials
+    from neurodecode.readers.things_meg import prepare_things_meg, read_things_meta, select_trials
 
     # event ids that are not rows of image_paths.csv
     with pytest.raises(ValueError, match=r"event id\(s\) \[13\].*not rows of image_paths.csv \(1..12\)"):
@@ -209,7 +209,7 @@ def test_things_meg_bad_metadata(things_meg, tmp_path):
 
 
 def test_things_meg_resumes(things_meg, tmp_path):
-    from neurodecode.datasets.things_meg import prepare_things_meg
+    from neurodecode.readers.things_meg import prepare_things_meg
 
     out = tmp_path / "res"
     prepare_things_meg(things_meg["root"], out, things_meta=things_meg["things"], scaling="none", progress=False)
@@ -282,7 +282,7 @@ def nsd_root(tmp_path_factory):
 
 
 def test_nsd_value_by_value(nsd_root, tmp_path):
-    from neurodecode.datasets.nsd import prepare_nsd
+    from neurodecode.readers.nsd import prepare_nsd
 
     out = prepare_nsd(nsd_root["root"], tmp_path / "nsd", trials_per_session=T, zscore=False, chunk_trials=4,
                       progress=False)
@@ -323,7 +323,7 @@ def test_nsd_value_by_value(nsd_root, tmp_path):
 
 
 def test_nsd_zscore_within_session(nsd_root, tmp_path):
-    from neurodecode.datasets.nsd import prepare_nsd
+    from neurodecode.readers.nsd import prepare_nsd
 
     out = prepare_nsd(nsd_root["root"], tmp_path / "z", subjects=["01"], sessions=[2, 3], trials_per_session=T,
                       extract_images=False, progress=False)
@@ -345,7 +345,7 @@ def test_nsd_zscore_within_session(nsd_root, tmp_path):
 
 
 def test_nsd_missing_files_listed_in_one_message(nsd_root, tmp_path):
-    from neurodecode.datasets.nsd import prepare_nsd
+    from neurodecode.readers.nsd import prepare_nsd
 
     root = tmp_path / "nsd"
     shutil.copytree(nsd_root["root"], root)
@@ -361,7 +361,7 @@ def test_nsd_missing_files_listed_in_one_message(nsd_root, tmp_path):
 
 
 def test_nsd_wrong_axis_order_is_refused(nsd_root, tmp_path):
-    from neurodecode.datasets.nsd import prepare_nsd
+    from neurodecode.readers.nsd import prepare_nsd
 
     root = tmp_path / "nsd"
     shutil.copytree(nsd_root["root"], root)
@@ -374,7 +374,7 @@ def test_nsd_wrong_axis_order_is_refused(nsd_root, tmp_path):
 
 
 def test_nsd_design_helpers():
-    from neurodecode.datasets.nsd import parse_sessions, presentation_index
+    from neurodecode.readers.nsd import parse_sessions, presentation_index
 
     np.testing.assert_array_equal(presentation_index(np.array([3, 1, 3, 3, 1, 2])), [0, 0, 1, 2, 1, 0])
     assert parse_sessions("1-3,5") == [1, 2, 3, 5]

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from neurodecode.store import StoreError, open_prepared
+from neurodecode.io.store import StoreError, open_prepared
 
 mne = pytest.importorskip("mne")
 nib = pytest.importorskip("nibabel")
@@ -44,7 +44,7 @@ def _image_folder(tmp_path, names):
 
 
 def test_epochs_from_metadata_value_by_value(tmp_path):
-    from neurodecode.datasets.mne import prepare_epochs
+    from neurodecode.readers.epochs import prepare_epochs
 
     ep = _epochs()
     folder = _image_folder(tmp_path, [f"img{i}" for i in range(5)])
@@ -65,7 +65,7 @@ def test_epochs_from_metadata_value_by_value(tmp_path):
 
 
 def test_epochs_file_with_event_names_and_table(tmp_path):
-    from neurodecode.datasets.mne import prepare_epochs
+    from neurodecode.readers.epochs import prepare_epochs
 
     ep = _epochs()
     f = tmp_path / "sub-03_task-x-epo.fif"
@@ -85,7 +85,7 @@ def test_epochs_file_with_event_names_and_table(tmp_path):
 
 @pytest.mark.parametrize("methods", [("fir", "fft"), ("iir", "polyphase")])
 def test_epochs_chunked_processing_equals_mne_on_all_epochs(tmp_path, methods):
-    from neurodecode.datasets.mne import prepare_epochs
+    from neurodecode.readers.epochs import prepare_epochs
 
     ep = _epochs(n=23)
     out = prepare_epochs(ep, tmp_path / "out", stimulus="image", l_freq=None, h_freq=20.0, sfreq=50.0, tmin=0.0,
@@ -100,7 +100,7 @@ def test_epochs_chunked_processing_equals_mne_on_all_epochs(tmp_path, methods):
 
 
 def test_epochs_robust_scaling_and_clamp(tmp_path):
-    from neurodecode.datasets.mne import prepare_epochs
+    from neurodecode.readers.epochs import prepare_epochs
 
     ep = _epochs(n=30)
     out = prepare_epochs(ep, tmp_path / "out", stimulus="image", split="part", scaling="robust", clamp=1.5,
@@ -115,7 +115,7 @@ def test_epochs_robust_scaling_and_clamp(tmp_path):
 
 
 def test_epochs_bad_inputs(tmp_path):
-    from neurodecode.datasets.mne import prepare_epochs
+    from neurodecode.readers.epochs import prepare_epochs
 
     ep = _epochs()
     table = tmp_path / "t.csv"
@@ -193,7 +193,7 @@ def muse_root(tmp_path):
 
 
 def test_csv_value_by_value(muse_root, tmp_path):
-    from neurodecode.datasets.csv import prepare_csv
+    from neurodecode.readers.csv import prepare_csv
 
     out = prepare_csv(muse_root["root"], tmp_path / "out", event_map="1=face,2=house", l_freq=None, h_freq=None,
                       reject=None, progress=False)
@@ -232,7 +232,7 @@ def test_csv_value_by_value(muse_root, tmp_path):
 
 
 def test_csv_filter_and_rejection(muse_root, tmp_path):
-    from neurodecode.datasets.csv import prepare_csv
+    from neurodecode.readers.csv import prepare_csv
 
     out = prepare_csv(muse_root["root"], tmp_path / "out", event_map="1=face,2=house", subjects=["1"],
                       progress=False)
@@ -253,7 +253,7 @@ def test_csv_filter_and_rejection(muse_root, tmp_path):
 
 
 def test_csv_non_numeric_cell(muse_root, tmp_path):
-    from neurodecode.datasets.csv import CSVFormatError, prepare_csv, read_csv_recording
+    from neurodecode.readers.csv import CSVFormatError, prepare_csv, read_csv_recording
 
     f = muse_root["root"] / "recordings/subject2/session1/data.csv"
     lines = f.read_text().splitlines()
@@ -273,7 +273,7 @@ def test_csv_non_numeric_cell(muse_root, tmp_path):
 
 
 def test_csv_options_and_errors(muse_root, tmp_path):
-    from neurodecode.datasets.csv import CSVFormatError, estimate_sfreq, prepare_csv
+    from neurodecode.readers.csv import CSVFormatError, estimate_sfreq, prepare_csv
 
     rng = np.random.default_rng(0)
     t = 1e9 + np.arange(30000) / 256 + rng.normal(0, 0.003, 30000)
@@ -342,7 +342,7 @@ def _expected_blocks(voxels: np.ndarray, delay: float) -> tuple[np.ndarray, list
 
 
 def test_nifti_blocks_value_by_value(haxby_root, tmp_path):
-    from neurodecode.datasets.nifti import prepare_nifti
+    from neurodecode.readers.nifti import prepare_nifti
 
     out = prepare_nifti(haxby_root, tmp_path / "out", bold="bold_1slice.nii.gz", progress=False)
     ds = open_prepared(out)
@@ -362,7 +362,7 @@ def test_nifti_blocks_value_by_value(haxby_root, tmp_path):
 
 
 def test_nifti_mask_delay_and_images(haxby_root, tmp_path):
-    from neurodecode.datasets.nifti import prepare_nifti
+    from neurodecode.readers.nifti import prepare_nifti
 
     imgs = tmp_path / "stimuli"
     for c in ("faces", "houses", "cat"):
@@ -382,7 +382,7 @@ def test_nifti_mask_delay_and_images(haxby_root, tmp_path):
 
 
 def test_nifti_bad_inputs(haxby_root, tmp_path):
-    from neurodecode.datasets.nifti import prepare_nifti
+    from neurodecode.readers.nifti import prepare_nifti
 
     with pytest.raises(ValueError, match="Several files match --bold"):
         prepare_nifti(haxby_root, tmp_path / "o", bold="bold_*.nii.gz", progress=False)

@@ -11,14 +11,14 @@ import json
 import numpy as np
 import pytest
 
-from neurodecode.store import open_prepared
+from neurodecode.io.store import open_prepared
 
 pytestmark = pytest.mark.real_data
 
 
 @pytest.fixture(scope="module")
 def n170(shared_data, tmp_path_factory):
-    from neurodecode.datasets.csv import prepare_csv
+    from neurodecode.readers.csv import prepare_csv
 
     root = shared_data / "n170"
     if not root.is_dir():
@@ -30,7 +30,7 @@ def n170(shared_data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def haxby(shared_data, tmp_path_factory):
-    from neurodecode.datasets.nifti import prepare_nifti
+    from neurodecode.readers.nifti import prepare_nifti
 
     root = shared_data / "haxby2001"
     if not root.is_dir():
@@ -105,7 +105,7 @@ def test_haxby_leave_one_run_out_decoder(haxby):
 
 
 def test_haxby_25mm_with_vt_mask(shared_data, tmp_path):
-    from neurodecode.datasets.nifti import prepare_nifti
+    from neurodecode.readers.nifti import prepare_nifti
 
     root = shared_data / "haxby2001"
     if not root.is_dir():

@@ -23,8 +23,8 @@ MARGIN = 0.02  # the alignment model is at most this much below the baseline (RO
 @pytest.fixture(scope="module")
 def n170(shared_data, tmp_path_factory):
     """Subject 01 prepared as ``neurodecode prepare csv`` does it, and the efficientnet-lite0 category targets."""
-    from neurodecode.datasets.csv import prepare_csv
-    from neurodecode.store import open_prepared
+    from neurodecode.readers.csv import prepare_csv
+    from neurodecode.io.store import open_prepared
     from neurodecode.teachers.extract import ensure_embeddings
 
     root = shared_data / "n170"
@@ -61,7 +61,7 @@ def _above_chance(res):
 
 def test_ridge_alignment_matches_the_readme_baseline(n170):
     """Closed-form ridge to the efficientnet-lite0 embeddings, scored by cosine similarity (seconds)."""
-    from neurodecode.evaluation.crossval import crossval_alignment, crossval_logistic, make_folds
+    from neurodecode.training.crossval import crossval_alignment, crossval_logistic, make_folds
 
     x, rows, targets, face, _ = n170
     folds = make_folds(rows, 5, seed=0)
@@ -77,7 +77,7 @@ def test_ridge_alignment_matches_the_readme_baseline(n170):
 @pytest.mark.slow
 def test_eegnet_alignment_is_on_par_with_the_tuned_linear_baseline(n170):
     """The benchmark's EEGNet setting (3-model ensemble, 128 Hz input) against the baseline, C tuned by inner CV."""
-    from neurodecode.evaluation.crossval import crossval_alignment, crossval_logistic, make_folds
+    from neurodecode.training.crossval import crossval_alignment, crossval_logistic, make_folds
 
     x, rows, targets, face, sfreq = n170
     folds = make_folds(rows, 5, seed=0)

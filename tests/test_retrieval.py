@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurodecode.evaluation import gallery as gal
+from neurodecode.evaluation import search as gal
 from neurodecode.evaluation import retrieval as ret
 
 

@@ -12,7 +12,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from neurodecode.safeio import (
+from neurodecode.io.safeio import (
     UnsafePickleError,
     detect_container,
     load_npy,

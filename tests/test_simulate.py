@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from neurodecode.datasets import simulate as sim
-from neurodecode.store import StimulusTable, open_prepared
+from neurodecode.simulate import forward as sim
+from neurodecode.io.store import StimulusTable, open_prepared
 
 SMALL = dict(n_subjects=2, n_train_concepts=12, n_test_concepts=6, n_exemplars=2, n_reps_train=2, n_reps_test=3)
 

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from neurodecode.store import (
+from neurodecode.io.store import (
     SCHEMA_VERSION,
     StimulusTable,
     StoreError,
@@ -252,7 +252,7 @@ def test_lazy_reading_in_dataloader_workers(tmp_path, method):
 
 
 def test_open_prepared(tmp_path):
-    from neurodecode.datasets._common import write_prepared_metadata
+    from neurodecode.readers.common import write_prepared_metadata
 
     _eeg(tmp_path, name="sub-01.h5")
     _eeg(tmp_path, name="sub-02.h5", subject="02")

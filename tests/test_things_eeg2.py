@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neurodecode.datasets.manifest import ManifestError
-from neurodecode.datasets.things_eeg2 import (
+from neurodecode.io.manifests import ManifestError
+from neurodecode.readers.things_eeg2 import (
     CHANNELS_63,
     POSTERIOR_17,
     RawOptions,
@@ -20,8 +20,8 @@ from neurodecode.datasets.things_eeg2 import (
     preprocess_raw_session,
     read_preprocessed_file,
 )
-from neurodecode.safeio import UnsafePickleError, load_pickled_dict
-from neurodecode.store import open_prepared, read_store
+from neurodecode.io.safeio import UnsafePickleError, load_pickled_dict
+from neurodecode.io.store import open_prepared, read_store
 
 TRAIN_CONCEPTS = ["aardvark", "abacus", "air_conditioner", "airplane", "alligator", "alpaca"]
 TEST_CONCEPTS = ["aircraft_carrier", "bean", "cat"]

@@ -12,7 +12,7 @@ from matplotlib.colors import to_hex, to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from neurodecode import viz  # noqa: E402
+from neurodecode.reporting import figures as viz  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

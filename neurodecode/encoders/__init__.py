@@ -11,8 +11,8 @@ n_subjects=1, **arch)`` for fMRI; ``forward(x, subject=None)``, ``forward_featur
     model = create_encoder("atm", n_chans=63, n_times=250, n_outputs=1024)
 """
 
-from .atm import ATM
-from .base import (
+from neurodecode.encoders.atm import ATM
+from neurodecode.encoders.base import (
     BrainEncoder,
     TimeseriesEncoder,
     VoxelEncoder,
@@ -22,13 +22,13 @@ from .base import (
     normalize_chs_info,
     register_encoder,
 )
-from .brain_module import BrainModule
-from .eegnet import EEGNet
-from .fmri import FMRIMLP
-from .mlp import MLP
-from .nice import NICE
-from .ridge import Ridge
-from .shallow import ShallowConvNet
+from neurodecode.encoders.brain_module import BrainModule
+from neurodecode.encoders.eegnet import EEGNet
+from neurodecode.encoders.fmri import FMRIMLP
+from neurodecode.encoders.mlp import MLP
+from neurodecode.encoders.nice import NICE
+from neurodecode.encoders.ridge import Ridge
+from neurodecode.encoders.shallow import ShallowConvNet
 
 __all__ = [
     "ATM",

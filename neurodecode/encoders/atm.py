@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import TimeseriesEncoder, register_encoder
-from .nice import Projector, TSConv
+from neurodecode.encoders.base import TimeseriesEncoder, register_encoder
+from neurodecode.encoders.nice import Projector, TSConv
 
 __all__ = ["ATM", "ChannelAttentionLayer"]
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import TimeseriesEncoder, per_subject, register_encoder
+from neurodecode.encoders.base import TimeseriesEncoder, per_subject, register_encoder
 
 __all__ = ["BrainModule", "SpatialAttention", "sensor_positions_2d"]
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import VoxelEncoder, per_subject, register_encoder
+from neurodecode.encoders.base import VoxelEncoder, per_subject, register_encoder
 
 __all__ = ["FMRIMLP"]
 

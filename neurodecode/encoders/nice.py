@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import TimeseriesEncoder, register_encoder
+from neurodecode.encoders.base import TimeseriesEncoder, register_encoder
 
 __all__ = ["NICE", "TSConv", "Projector"]
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import TimeseriesEncoder, register_encoder
+from neurodecode.encoders.base import TimeseriesEncoder, register_encoder
 
 __all__ = ["ShallowConvNet"]
 

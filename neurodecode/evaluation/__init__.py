@@ -8,7 +8,7 @@ Every function takes embeddings (numpy arrays or torch tensors), never a model. 
   embeddings and supervised classification metrics, with torchmetrics twins;
 - :mod:`~neurodecode.evaluation.stats`: bootstrap CIs, permutation tests, paired comparisons,
   mean +- sd summaries;
-- :mod:`~neurodecode.evaluation.gallery`: chunked top-k search and ranks against galleries of
+- :mod:`~neurodecode.evaluation.search`: chunked top-k search and ranks against galleries of
   millions of embeddings, in bounded memory, from memory or disk;
 - :mod:`~neurodecode.evaluation.ceiling`: split-half reliability, NCSNR noise ceiling, split-half
   identification.
@@ -30,7 +30,7 @@ _EXPORTS = {
                        "classification_metrics", "zero_shot_classification", "zero_shot_logits"),
     "stats": ("bootstrap_ci", "bootstrap_metrics", "classification_permutation_test", "format_mean_sd",
               "markdown_table", "mean_sd", "paired_comparison", "retrieval_permutation_test", "summarize"),
-    "gallery": ("GallerySource", "auto_chunk_size", "gallery_ranks", "gallery_retrieval", "open_gallery",
+    "search": ("GallerySource", "auto_chunk_size", "gallery_ranks", "gallery_retrieval", "open_gallery",
                 "search_gallery"),
     "ceiling": ("group_repetitions", "ncsnr_noise_ceiling", "spearman_brown", "split_half_identification",
                 "split_half_reliability"),

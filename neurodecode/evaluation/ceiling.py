@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ..utils import progress
+from neurodecode.utils import progress
 
 __all__ = [
     "group_repetitions",
@@ -252,7 +252,7 @@ def split_half_identification(responses: Any, *, ks: Sequence[int] = (2, 10, 50,
         ``{"top{n}_{k}way": accuracy, "top{n}_full": ..., "n_splits", "seed", "repetitions_per_half",
         "note"}``.
     """
-    from .retrieval import _hits_from_counts, hit_probability_curve, rank_counts, similarity_matrix
+    from neurodecode.evaluation.retrieval import _hits_from_counts, hit_probability_curve, rank_counts, similarity_matrix
 
     x = _check_responses(responses)
     n_stim, n_rep = x.shape[:2]

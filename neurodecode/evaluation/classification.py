@@ -32,8 +32,8 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from ..utils import check_option
-from .retrieval import SIMILARITIES, TIES, ArrayLike, _hits_from_counts, as_embeddings, similarity_matrix
+from neurodecode.utils import check_option
+from neurodecode.evaluation.retrieval import SIMILARITIES, TIES, ArrayLike, _hits_from_counts, as_embeddings, similarity_matrix
 
 __all__ = [
     "ClassificationMetrics",

@@ -66,7 +66,7 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from ..utils import check_option
+from neurodecode.utils import check_option
 
 __all__ = [
     "DEFAULT_KS",

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..utils import check_option
+from neurodecode.utils import check_option
 
 __all__ = [
     "bootstrap_ci",
@@ -214,7 +214,7 @@ def retrieval_permutation_test(brain: Any, image: Any, *, targets: Any = None, k
         accuracy or rank under the null), ``alternative``, ``n_permutations``, ``seed`` and the
         settings.
     """
-    from .retrieval import (
+    from neurodecode.evaluation.retrieval import (
         DIRECTIONS,
         TIES,
         _hits_from_counts,
@@ -279,7 +279,7 @@ def classification_permutation_test(labels: Any, scores: Any, *, statistic: str 
         As :func:`retrieval_permutation_test`; ``chance`` is ``top / n_classes``, while ``null_mean``
         is the mean of the permutation null, which also reflects the label frequencies.
     """
-    from .retrieval import TIES, _hits_from_counts
+    from neurodecode.evaluation.retrieval import TIES, _hits_from_counts
 
     check_option("statistic", statistic, ("accuracy", "balanced_accuracy"))
     check_option("ties", ties, TIES)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..utils import progress
+from neurodecode.utils import progress
 
 
 def sliding_windows(times: np.ndarray, width: float, step: float) -> list[tuple[int, int, float]]:
@@ -114,7 +114,7 @@ def time_resolved_retrieval(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from .retrieval import kway_hits, similarity_matrix
+    from neurodecode.evaluation.retrieval import kway_hits, similarity_matrix
 
     train_x, test_x = np.asarray(train_x, np.float32), np.asarray(test_x, np.float32)
     if train_x.ndim != 3 or test_x.ndim != 3 or train_x.shape[1:] != test_x.shape[1:]:

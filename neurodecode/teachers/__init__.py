@@ -10,7 +10,7 @@
 Importing this package is cheap: torch, timm, open_clip, h5py and Lightning load only when used.
 """
 
-from .cache import (
+from neurodecode.teachers.cache import (
     DEFAULT_CACHE_NAME,
     EmbeddingCache,
     EmbeddingCacheError,
@@ -18,8 +18,8 @@ from .cache import (
     merge_shards,
     parts_dir,
 )
-from .extract import IMAGE_EXTENSIONS, ensure_embeddings, load_stimuli, run_embedding, stimuli_from_images
-from .specs import (
+from neurodecode.teachers.extract import IMAGE_EXTENSIONS, ensure_embeddings, load_stimuli, run_embedding, stimuli_from_images
+from neurodecode.teachers.specs import (
     DEFAULT_PROMPT,
     Teacher,
     TeacherError,

@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from .._version import __version__
-from ..store import StoreError
-from ..utils import PathLike, atomic_path, logger
-from .specs import spec_slug
+from neurodecode._version import __version__
+from neurodecode.io.store import StoreError
+from neurodecode.utils import PathLike, atomic_path, logger
+from neurodecode.teachers.specs import spec_slug
 
 DEFAULT_CACHE_NAME = "embeddings.h5"
 CACHE_FORMAT = "neurodecode-embedding-cache"

@@ -24,7 +24,7 @@ Two engines do the work:
 
 Stimuli
 -------
-A stimulus's ``image_path`` (in :class:`~neurodecode.store.StimulusTable`) is an image file or a
+A stimulus's ``image_path`` (in :class:`~neurodecode.io.store.StimulusTable`) is an image file or a
 *folder*. A folder stands for a category-level stimulus whose exact image was not logged (e.g. the
 N170 face/house recordings, which say "a face" but not which face): its embedding, in every layer, is
 the **mean of the raw embeddings of the image files directly inside the folder** (not in
@@ -45,10 +45,10 @@ from typing import Any
 
 import numpy as np
 
-from .._version import __version__
-from ..store import STIMULI_FILENAME, StimulusTable, StoreError
-from ..utils import PathLike, check_option, logger, progress, use_log_level
-from .cache import (
+from neurodecode._version import __version__
+from neurodecode.io.store import STIMULI_FILENAME, StimulusTable, StoreError
+from neurodecode.utils import PathLike, check_option, logger, progress, use_log_level
+from neurodecode.teachers.cache import (
     DEFAULT_CACHE_NAME,
     EmbeddingCache,
     default_cache_path,
@@ -58,7 +58,7 @@ from .cache import (
     shard_keys,
     write_shard,
 )
-from .specs import (
+from neurodecode.teachers.specs import (
     DEFAULT_PROMPT,
     Teacher,
     TeacherError,
@@ -488,7 +488,7 @@ def run_embedding(
         cache_path = Path(cache_path)
         if cache_path.is_dir() or (not cache_path.suffix and not cache_path.exists()):
             cache_path = cache_path / DEFAULT_CACHE_NAME
-        from .simulator import SIM_SPEC, embed_simulator
+        from neurodecode.teachers.simulator import SIM_SPEC, embed_simulator
 
         if str(spec) == SIM_SPEC:
             if texts:

@@ -2,7 +2,7 @@
 
 A simulated data set (``neurodecode simulate``) stores, in ``features.npz``, the true features that
 drive its brain responses: low-level image statistics, mid-level shape/texture codes and semantic
-codes (see :mod:`neurodecode.datasets.simulate`). ``sim:features`` embeds each stimulus as the
+codes (see :mod:`neurodecode.simulate.forward`). ``sim:features`` embeds each stimulus as the
 concatenation of these (z-scored low-level, mid-level and semantic blocks). It is the teacher whose
 space the simulated brain encodes exactly, so training against it measures how much of the
 information in the responses an encoder extracts, separately from how well a vision model matches
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..store import StimulusTable
+from neurodecode.io.store import StimulusTable
 
 SIM_SPEC = "sim:features"
 
@@ -39,7 +39,7 @@ def simulator_features(table: StimulusTable) -> np.ndarray:
 
 def embed_simulator(table: StimulusTable, cache_path: Path, layers: list[str]) -> dict:
     """Write ``sim:features`` into the cache (layer ``final`` only)."""
-    from .cache import merge_shards, parts_dir, write_shard
+    from neurodecode.teachers.cache import merge_shards, parts_dir, write_shard
 
     bad = [name for name in layers if name != "final"]
     if bad:

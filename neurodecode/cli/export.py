@@ -1,0 +1,21 @@
+"""``neurodecode export``: checkpoint -> config.json + model.safetensors."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "Export a trained checkpoint as config.json + model.safetensors (load with neurodecode.from_pretrained)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:  # noqa: D103
+    parser.add_argument("--ckpt", type=Path, required=True, help="a .ckpt written by 'neurodecode fit'")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+
+
+def run(args: argparse.Namespace) -> int:  # noqa: D103
+    from neurodecode.training.export import export_checkpoint
+
+    out = export_checkpoint(args.ckpt, args.out)
+    print(f"exported {args.ckpt} -> {out} (config.json, model.safetensors)")
+    return 0

@@ -1,0 +1,205 @@
+"""``neurodecode fit | validate | test | predict``: LightningCLI with data-to-model links.
+
+Configs compose (``-c base.yaml -c more.yaml``) and accept dotted overrides
+(``--data.root DIR --trainer.max_epochs 5``). The data module's shape (``n_chans``, ``n_times``,
+``n_voxels``, ``sfreq``, ``chs_info``, ``n_subjects``, ``embed_dim``) is linked into the encoder at
+instantiation, so no YAML repeats it. Extra options:
+
+``--seeds 0,1,2``
+    run the whole command once per seed (``seed_everything``), each in ``<root_dir>/seed<N>``, and
+    write ``seeds_summary.json`` with mean +- sd of the test metrics over seeds;
+``--test_after_fit true|false``
+    after ``fit``, evaluate the checkpoint selected on validation (never on test) on the test set and
+    write ``results.json`` next to the logs (default true).
+
+Checkpoints go to ``<trainer.default_root_dir>/checkpoints`` (every epoch as ``last.ckpt`` plus the
+best on ``val/loss``), so ``--ckpt_path last`` resumes an interrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from neurodecode.training.data import BrainImageDataModule
+from neurodecode.utils import atomic_write_json
+
+LINKS = (
+    ("data.n_chans", "model.init_args.encoder.init_args.n_chans"),
+    ("data.n_times", "model.init_args.encoder.init_args.n_times"),
+    ("data.n_voxels", "model.init_args.encoder.init_args.n_voxels"),
+    ("data.sfreq", "model.init_args.encoder.init_args.sfreq"),
+    ("data.chs_info", "model.init_args.encoder.init_args.chs_info"),
+    ("data.n_subjects", "model.init_args.encoder.init_args.n_subjects"),
+    ("data.embed_dim", "model.init_args.encoder.init_args.n_outputs"),
+    ("data.n_chans", "model.init_args.n_chans"),
+    ("data.n_voxels", "model.init_args.n_voxels"),
+)
+
+
+class NeuroDecodeCLI(LightningCLI):
+    """LightningCLI of neurodecode (see the module docstring)."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:  # noqa: D102
+        for source, target in LINKS:
+            parser.link_arguments(source, target, apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True,
+            "checkpoint.save_top_k": 1, "checkpoint.filename": "best-epoch{epoch:03d}",
+            "checkpoint.auto_insert_metric_name": False,
+        })
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.set_defaults({"early_stopping.monitor": "val/loss", "early_stopping.mode": "min",
+                             "early_stopping.patience": 20})
+        parser.add_argument("--test_after_fit", type=bool, default=True,
+                            help="after fit, test the checkpoint selected on validation and write results.json")
+
+    def before_instantiate_classes(self) -> None:  # noqa: D102
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        root = Path(cfg.trainer.default_root_dir or "runs")
+        if not cfg.checkpoint.dirpath:
+            cfg.checkpoint.dirpath = str(root / "checkpoints")
+        model_args = cfg.model.get("init_args", None)
+        if model_args is not None and "seed" in model_args and cfg.get("seed_everything") not in (None, True, False):
+            model_args.seed = int(cfg.seed_everything)
+
+    def after_fit(self) -> None:  # noqa: D102
+        cfg = self.config["fit"]
+        if not cfg.get("test_after_fit", True) or self.trainer.fast_dev_run:
+            return
+        ckpt = "best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path else None
+        metrics = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+        if self.trainer.is_global_zero:
+            write_results(self, metrics[0] if metrics else {}, cfg)
+
+
+def write_results(cli: LightningCLI, metrics: dict[str, Any], cfg: Any) -> Path:
+    """Write ``results.json`` (test metrics, selection, data, seed) into the run's log folder."""
+    trainer = cli.trainer
+    folder = Path(trainer.log_dir or trainer.default_root_dir)
+    cb = trainer.checkpoint_callback
+    best_score = getattr(cb, "best_model_score", None) if cb else None
+    dm = cli.datamodule
+    model = cli.model
+    res = {
+        "test": {k: float(v) for k, v in metrics.items()},
+        "test_detail": getattr(model, "test_results", {}),
+        "selected_checkpoint": getattr(cb, "best_model_path", None) if cb else None,
+        "selection": {"monitor": getattr(cb, "monitor", None),
+                      "best_score": None if best_score is None else float(best_score),
+                      "note": "checkpoint chosen on validation concepts held out from training; the test set "
+                              "was used once, after training"},
+        "seed": cfg.get("seed_everything"),
+        "epochs_trained": trainer.current_epoch,
+        "data": dm.describe() if hasattr(dm, "describe") else {},
+    }
+    ceiling_file = Path(dm.root) / "ceiling.json" if hasattr(dm, "root") else None
+    if ceiling_file is not None and ceiling_file.is_file():
+        ceiling = json.loads(ceiling_file.read_text())
+        res["simulator_ceiling"] = ceiling
+        subj = getattr(dm, "test_subjects", [])
+        cs = [ceiling["per_subject"][s]["top1"] for s in subj if s in ceiling.get("per_subject", {})]
+        top1 = res["test"].get("test/top1")
+        if cs and top1 is not None and ceiling.get("n_way") == res["test_detail"].get("k"):
+            res["fraction_of_ceiling_top1"] = top1 / (sum(cs) / len(cs))
+    path = folder / "results.json"
+    atomic_write_json(path, res)
+    print(f"test results -> {path}")
+    return path
+
+
+def _split_seeds(argv: Sequence[str]) -> tuple[list[int] | None, list[str]]:
+    out, seeds = [], None
+    it = iter(range(len(argv)))
+    skip = False
+    for i in it:
+        if skip:
+            skip = False
+            continue
+        a = argv[i]
+        if a == "--seeds" and i + 1 < len(argv):
+            seeds = argv[i + 1]
+            skip = True
+        elif a.startswith("--seeds="):
+            seeds = a.split("=", 1)[1]
+        else:
+            out.append(a)
+    if seeds is None:
+        return None, out
+    vals = [int(s) for s in seeds.replace("[", "").replace("]", "").split(",") if s.strip()]
+    if not vals:
+        raise SystemExit("--seeds needs a comma-separated list of integers, e.g. --seeds 0,1,2")
+    return vals, out
+
+
+def _root_dir(argv: Sequence[str]) -> str:
+    for i, a in enumerate(argv):
+        if a == "--trainer.default_root_dir" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--trainer.default_root_dir="):
+            return a.split("=", 1)[1]
+    return ""
+
+
+def run_lightning_cli(command: str, argv: Sequence[str]) -> int:
+    """Run ``neurodecode <command> ...`` (``fit``, ``validate``, ``test``, ``predict``)."""
+    seeds, rest = _split_seeds(list(argv))
+    if seeds is None:
+        _cli([command, *rest])
+        return 0
+    base = _root_dir(rest)
+    results = {}
+    for seed in seeds:
+        root = str(Path(base or "runs") / f"seed{seed}")
+        args = [command, *rest, "--seed_everything", str(seed), "--trainer.default_root_dir", root]
+        cli = _cli(args)
+        res_file = Path(cli.trainer.log_dir or root) / "results.json"
+        if res_file.is_file():
+            results[seed] = json.loads(res_file.read_text())["test"]
+    if results:
+        summarize_seeds(results, Path(base or "runs") / "seeds_summary.json")
+    return 0
+
+
+def summarize_seeds(results: dict[int, dict[str, float]], path: Path) -> dict[str, Any]:
+    """Mean +- sd over seeds of every test metric; written to ``path``."""
+    import numpy as np
+
+    keys = sorted(set.intersection(*(set(r) for r in results.values())))
+    summary = {"seeds": sorted(results), "per_seed": results, "mean": {}, "sd": {}}
+    for k in keys:
+        vals = np.array([results[s][k] for s in results], dtype=float)
+        summary["mean"][k] = float(vals.mean())
+        summary["sd"][k] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+    atomic_write_json(path, summary)
+    lines = [f"{k}: {summary['mean'][k]:.4f} +- {summary['sd'][k]:.4f} (n={len(results)} seeds)" for k in keys]
+    print("\n".join(["summary over seeds -> " + str(path), *lines]))
+    return summary
+
+
+def _cli(args: list[str]) -> NeuroDecodeCLI:
+    import warnings
+
+    from neurodecode.training.lit import AlignmentModule
+
+    # args come from our own console script (LightningCLI warns when sys.argv is also set); sys.argv
+    # itself stays untouched because DDP's launcher re-runs it in the worker processes
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return NeuroDecodeCLI(
+            AlignmentModule, BrainImageDataModule, subclass_mode_model=True, args=args,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"default_root_dir": "runs"},
+            parser_kwargs={"prog": "neurodecode"},
+        )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_lightning_cli(sys.argv[1], sys.argv[2:]))

@@ -1,0 +1,21 @@
+"""``neurodecode sys-info``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "Print versions of Python, torch, CUDA, MNE, Lightning, open_clip, diffusers and the devices seen."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:  # noqa: D103
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:  # noqa: D103
+    from neurodecode._sys_info import sys_info
+
+    info = sys_info(show=not args.json)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    return 0

@@ -1,0 +1,1 @@
+"""Preprocessing with MNE: epoching of raw recordings and multivariate noise normalisation (MVNN)."""

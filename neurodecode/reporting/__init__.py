@@ -1,0 +1,1 @@
+"""Reporting: evaluate a checkpoint into metrics.json, report.md and figures (PNG)."""

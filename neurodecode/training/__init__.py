@@ -1,0 +1,1 @@
+"""Training: the data module, the Lightning modules, export and trial-level cross-validation."""

@@ -1,0 +1,514 @@
+"""The Lightning data module: trial stores joined with the teacher-embedding cache.
+
+:class:`BrainImageDataModule` reads a prepared folder (``neurodecode prepare`` / ``simulate``), makes
+sure the teacher's embeddings of its stimuli are cached (embedding them on first use), and yields
+batches ``{"x", "target", "subject", "stim"[, "text"]}``:
+
+``x``
+    the brain response, ``(n_chans, n_times)`` or ``(n_voxels,)``, float32, *not* normalised (the
+    LightningModule normalises with statistics fitted on the training set, so that a checkpoint or an
+    exported model carries them);
+``target``
+    the teacher embedding of the stimulus (raw; losses normalise where they need to);
+``subject``
+    the subject's index among the *training* subjects, or ``-1`` for a subject the model never saw
+    (leave-one-subject-out testing);
+``stim``
+    the stimulus's row in the stimulus table.
+
+Protocols (``protocol=``):
+
+``"intra"``
+    train, validate and test on one subject (``subject``);
+``"loso"``
+    leave one subject out: train and validate on all other subjects, test on ``subject``, whose data
+    and id are never seen in training (its samples carry ``subject = -1``);
+``"joint"``
+    train and validate on all subjects, test each of them.
+
+Model selection is honest: the validation set is a seeded random ``val_fraction`` of the *training
+concepts* (all their images and trials), never the test set. Repetitions of a test image are
+averaged (``average_test_reps``), as the THINGS-EEG2 protocol does, and optionally those of training
+and validation images.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from neurodecode.io.channels import resolve_channels
+from neurodecode.io.store import PreparedDataset, TrialStore, open_prepared
+from neurodecode.utils import check_option, logger
+
+PROTOCOLS = ("intra", "loso", "joint")
+NORMALIZE = ("zscore", "none")
+
+
+# --------------------------------------------------------------------------------------------------
+# datasets and samplers
+# --------------------------------------------------------------------------------------------------
+class TrialSet(Dataset):
+    """Samples made of one trial or the average of several trials of one stimulus and subject.
+
+    Parameters
+    ----------
+    stores : list of TrialStore
+        The stores the trials come from.
+    groups : list of (int, ndarray)
+        Per sample: the store's position in ``stores`` and the trial indices to average.
+    stim_rows : ndarray of int
+        Per sample: the stimulus's row in the stimulus table.
+    subjects : ndarray of int
+        Per sample: the subject index given to the model (``-1``: unseen subject).
+    targets : ndarray, (n_stimuli, dim)
+        Teacher embeddings by stimulus row.
+    picks : list of (ndarray | None)
+        Per store: channel indices to keep (``None`` keeps all).
+    time_slice : slice
+        Samples to keep (EEG/MEG).
+    texts : ndarray, (n_stimuli, dim) | None
+        Text embeddings (of each stimulus's concept) by stimulus row.
+    preload : bool
+        Read and average everything into memory now (fast training); otherwise read lazily from the
+        stores in each ``__getitem__`` (bounded memory, works in ``DataLoader`` workers).
+    """
+
+    def __init__(self, stores: Sequence[TrialStore], groups: Sequence[tuple[int, np.ndarray]],
+                 stim_rows: np.ndarray, subjects: np.ndarray, targets: np.ndarray,
+                 picks: Sequence[np.ndarray | None], time_slice: slice, texts: np.ndarray | None = None,
+                 preload: bool = True, progress: bool = False) -> None:
+        self.stores = list(stores)
+        self.groups = list(groups)
+        self.stim_rows = np.asarray(stim_rows, dtype=np.int64)
+        self.subjects = np.asarray(subjects, dtype=np.int64)
+        self.targets = np.asarray(targets, dtype=np.float32)
+        self.texts = None if texts is None else np.asarray(texts, dtype=np.float32)
+        self.picks = list(picks)
+        self.time_slice = time_slice
+        self.data: np.ndarray | None = None
+        if preload:
+            self.data = self._load_all(progress)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def _select(self, x: np.ndarray, store_i: int) -> np.ndarray:
+        if self.stores[store_i].modality == "fmri":
+            return x
+        p = self.picks[store_i]
+        if p is not None:
+            x = x[..., p, :]
+        return x[..., self.time_slice]
+
+    def _read(self, i: int) -> np.ndarray:
+        store_i, idx = self.groups[i]
+        x = self._select(self.stores[store_i].get_signals(np.sort(idx)), store_i)
+        return x.mean(0, dtype=np.float64).astype(np.float32) if len(idx) > 1 else x[0].astype(np.float32)
+
+    def _load_all(self, progress: bool) -> np.ndarray:
+        """Read every sample, averaging groups, in large sorted blocks per store (memory: the output)."""
+        from neurodecode.utils import progress as bar
+
+        first = self._read(0) if len(self) else np.zeros(0, np.float32)
+        out = np.zeros((len(self), *first.shape), np.float32)
+        by_store: dict[int, list[int]] = {}
+        for i, (s, _) in enumerate(self.groups):
+            by_store.setdefault(s, []).append(i)
+        for s, samples in by_store.items():
+            store = self.stores[s]
+            trial_sample = np.full(store.n_trials, -1, np.int64)
+            for i in samples:
+                trial_sample[self.groups[i][1]] = i  # a trial belongs to at most one sample
+            all_idx = np.flatnonzero(trial_sample >= 0)
+            block = 4096
+            for start in bar(range(0, len(all_idx), block), enabled=progress,
+                             desc=f"loading sub-{store.subject}", unit="block"):
+                chunk = all_idx[start:start + block]
+                x = self._select(store.get_signals(chunk), s)
+                target = trial_sample[chunk]
+                if len(np.unique(target)) == len(target):
+                    out[target] += x
+                else:
+                    np.add.at(out, target, x)
+            counts = np.array([len(self.groups[i][1]) for i in samples], dtype=np.float32)
+            out[samples] /= counts.reshape(-1, *([1] * first.ndim))
+        return out
+
+    def signals(self, i: int) -> np.ndarray:
+        """The (averaged) response of sample ``i``."""
+        return self.data[i] if self.data is not None else self._read(i)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = int(self.stim_rows[i])
+        item = {
+            "x": torch.from_numpy(np.ascontiguousarray(self.signals(i))),
+            "target": torch.from_numpy(self.targets[row]),
+            "subject": int(self.subjects[i]),
+            "stim": row,
+        }
+        if self.texts is not None:
+            item["text"] = torch.from_numpy(self.texts[row])
+        return item
+
+
+class EpochSeededSampler(Sampler[int]):
+    """Random order that depends only on ``(seed, epoch)``, so a resumed run sees the same batches.
+
+    Lightning calls :meth:`set_epoch` at the start of every epoch (it does so for any sampler that has
+    the method). Under DDP Lightning substitutes its ``DistributedSampler``, which is seeded the same way.
+    """
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n = int(n)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # noqa: D102
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed * 100003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+# --------------------------------------------------------------------------------------------------
+# the data module
+# --------------------------------------------------------------------------------------------------
+class BrainImageDataModule(L.LightningDataModule):
+    """Trial stores + teacher embeddings for training encoders (see the module docstring).
+
+    Parameters
+    ----------
+    root : str
+        A prepared folder (``stimuli.tsv``, ``sub-XX.h5``, ``dataset.json``).
+    teacher : str
+        Teacher spec (e.g. ``"efficientnet-lite0"``, ``"open_clip:ViT-H-14/laion2b_s32b_b79k"``); its
+        embeddings are read from the cache, and computed on first use when missing.
+    layer : str
+        Teacher layer to align with (``"final"`` or an intermediate layer name).
+    protocol : str
+        ``"intra"``, ``"loso"`` or ``"joint"``.
+    subject : str | None
+        The subject of ``"intra"`` and the held-out subject of ``"loso"`` (default: the first).
+    subjects : list of str | None
+        Subjects to use (default: all in the folder).
+    val_fraction : float
+        Share of training concepts held out for validation (model selection, early stopping).
+    split_seed : int
+        Seed of the validation split.
+    average_test_reps, average_val_reps, average_train_reps : bool
+        Average the repetitions of each image (per subject) into one sample.
+    channels : str | list of str | None
+        Channel subset by name or named set (``"posterior17"``, a region, ``"-occipital"``...).
+    tmin, tmax : float | None
+        Crop the epoch (seconds, inclusive) at load time.
+    normalize : str
+        ``"zscore"`` (per channel/voxel, statistics of the training samples) or ``"none"``; applied by
+        the LightningModule.
+    text : bool
+        Also yield text embeddings of each stimulus's concept (CLIP-type teachers; for the auxiliary
+        text target of ATM).
+    prompt : str
+        Prompt for the text embeddings.
+    batch_size, eval_batch_size : int
+        Training / evaluation batch sizes (per process).
+    num_workers : int
+        DataLoader workers.
+    preload : bool
+        Load (and average) all samples into memory in ``setup``; ``False`` reads lazily.
+    cache : str | None
+        Embedding cache file; default ``<root>/embeddings.h5``.
+    embed_batch_size : int
+        Batch size for embedding missing stimuli.
+    embed_device : str
+        Device for embedding missing stimuli (``"auto"``, ``"cpu"``, ``"cuda"``).
+    seed : int
+        Seed of the training order (each epoch's order depends only on the seed and the epoch).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        teacher: str = "efficientnet-lite0",
+        layer: str = "final",
+        protocol: str = "intra",
+        subject: str | None = None,
+        subjects: list[str] | None = None,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        average_test_reps: bool = True,
+        average_val_reps: bool = True,
+        average_train_reps: bool = False,
+        channels: str | list[str] | None = None,
+        tmin: float | None = None,
+        tmax: float | None = None,
+        normalize: str = "zscore",
+        text: bool = False,
+        prompt: str = "This picture is {concept}",
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        preload: bool = True,
+        cache: str | None = None,
+        embed_batch_size: int = 32,
+        embed_device: str = "auto",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        check_option("protocol", protocol, PROTOCOLS)
+        check_option("normalize", normalize, NORMALIZE)
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
+        self.root = Path(root)
+        self.dataset: PreparedDataset = open_prepared(self.root, subjects=subjects)
+        labels = self.dataset.subjects
+        self.subject = str(subject).removeprefix("sub-") if subject is not None else labels[0]
+        if self.subject not in labels:
+            raise ValueError(f"subject {self.subject!r} is not in {self.root} (available: {labels}).")
+        if protocol == "loso" and len(labels) < 2:
+            raise ValueError(f"protocol 'loso' needs at least two subjects; {self.root} has {labels}.")
+        if protocol == "intra":
+            self.train_subjects = [self.subject]
+            self.test_subjects = [self.subject]
+        elif protocol == "loso":
+            self.train_subjects = [s for s in labels if s != self.subject]
+            self.test_subjects = [self.subject]
+        else:
+            self.train_subjects = list(labels)
+            self.test_subjects = list(labels)
+        self.subject_index = {s: i for i, s in enumerate(self.train_subjects)}
+        first = self.dataset.stores[self.subject]
+        self.modality = first.modality
+        self._check_compatible()
+        if self.modality == "fmri":
+            self.ch_names: list[str] = []
+            self.n_voxels: int | None = first.n_voxels
+            self.n_chans: int | None = None
+            self.n_times: int | None = None
+            self.sfreq: float | None = None
+            self.chs_info: list[dict] | None = None
+            self._time_slice = slice(None)
+        else:
+            from neurodecode.encoders.base import normalize_chs_info
+
+            self.ch_names = resolve_channels(channels, first.ch_names)
+            info = first.info
+            by_name = {c["ch_name"]: c for c in info["chs"]}
+            self.chs_info = normalize_chs_info([by_name[n] for n in self.ch_names])
+            times = first.times
+            lo = 0 if tmin is None else int(np.searchsorted(times, tmin - 1e-9))
+            hi = len(times) if tmax is None else int(np.searchsorted(times, tmax + 1e-9))
+            if hi - lo < 1:
+                raise ValueError(f"tmin={tmin}, tmax={tmax} select no sample of the epoch "
+                                 f"[{times[0]:.3f}, {times[-1]:.3f}] s.")
+            self._time_slice = slice(lo, hi)
+            self.times = times[lo:hi]
+            self.n_chans = len(self.ch_names)
+            self.n_times = hi - lo
+            self.sfreq = first.sfreq
+            self.n_voxels = None
+        self.n_subjects = len(self.train_subjects)
+        self._ensure_embeddings()
+        self.image_embeddings = self._cache().get(teacher, layer, ids=self.dataset.stimuli.stimulus_id.tolist())
+        self.embed_dim = int(self.image_embeddings.shape[1])
+        self.text_embeddings = None
+        if text:
+            concepts = self.dataset.stimuli.concept.tolist()
+            self.text_embeddings = self._cache().get(teacher, "text", ids=concepts)
+        self.sets: dict[str, TrialSet] = {}
+        self._stats: dict[str, np.ndarray] | None = None
+
+    # -- embeddings ---------------------------------------------------------------------------
+    def _cache(self):
+        from neurodecode.teachers.cache import EmbeddingCache
+
+        return EmbeddingCache(self.hparams.cache or self.root / "embeddings.h5")
+
+    def _ensure_embeddings(self) -> None:
+        hp = self.hparams
+        cache = self._cache()
+        ids = self.dataset.stimuli.stimulus_id.tolist()
+        need_text = hp.text and not cache.has(hp.teacher, "text")
+        if cache.has(hp.teacher, hp.layer, ids) and not need_text:
+            return
+        rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", os.environ.get("SLURM_PROCID", "0"))))
+        if rank != 0:  # another process embeds: wait for it
+            deadline = time.time() + 24 * 3600
+            while not (cache.has(hp.teacher, hp.layer, ids) and (not hp.text or cache.has(hp.teacher, "text"))):
+                if time.time() > deadline:
+                    raise TimeoutError(f"waited 24 h for rank 0 to embed {hp.teacher!r} into {cache.path}")
+                time.sleep(5)
+            return
+        from neurodecode.teachers.extract import ensure_embeddings
+
+        logger.info(f"embedding the stimuli of {self.root} with {hp.teacher} (first use) -> {cache.path}")
+        ensure_embeddings(self.dataset.stimuli, hp.teacher, cache.path,
+                          layers=(hp.layer,), texts=hp.text, prompt=hp.prompt, batch_size=hp.embed_batch_size,
+                          device=hp.embed_device)
+
+    # -- splits -------------------------------------------------------------------------------
+    def _check_compatible(self) -> None:
+        first = self.dataset.stores[self.subject]
+        for s, st in self.dataset.stores.items():
+            if st.modality != first.modality:
+                raise ValueError(f"subject {s} is {st.modality} but subject {self.subject} is {first.modality}.")
+            if st.modality != "fmri":
+                if st.sfreq != first.sfreq or st.n_times != first.n_times:
+                    raise ValueError(f"subjects {self.subject} and {s} differ in sfreq or epoch length "
+                                     f"({first.sfreq} Hz x {first.n_times} vs {st.sfreq} Hz x {st.n_times}); "
+                                     "prepare them with the same settings.")
+            elif self.hparams.protocol != "intra" and st.n_voxels != first.n_voxels:
+                raise ValueError(f"subjects {self.subject} and {s} have {first.n_voxels} and {st.n_voxels} "
+                                 "voxels; cross-subject protocols need the same voxel set (use 'intra').")
+
+    def val_concepts(self) -> list[str]:
+        """The training concepts held out for validation (seeded)."""
+        concepts = self.dataset.stimuli.concepts("train")
+        rng = np.random.default_rng(self.hparams.split_seed)
+        n_val = max(1, int(round(self.hparams.val_fraction * len(concepts))))
+        if n_val >= len(concepts):
+            raise ValueError(f"val_fraction={self.hparams.val_fraction} leaves no training concept "
+                             f"({len(concepts)} in all).")
+        return sorted(np.asarray(concepts)[rng.permutation(len(concepts))[:n_val]].tolist())
+
+    def _groups(self, subjects: Sequence[str], which: str, average: bool, unseen: bool = False):
+        table = self.dataset.stimuli
+        val = set(self.val_concepts())
+        stores, groups, rows, subj = [], [], [], []
+        for si, s in enumerate(subjects):
+            st = self.dataset.stores[s]
+            stores.append(st)
+            trial_rows = table.rows(st.stimulus_id, where=f"stimulus table of {self.root}")
+            concept = table.concept[trial_rows]
+            split = st.split
+            if which == "test":
+                mask = split == "test"
+            else:
+                in_val = np.isin(concept, list(val))
+                mask = (split == "train") & (in_val if which == "val" else ~in_val)
+            idx = np.flatnonzero(mask)
+            sid = -1 if unseen else self.subject_index[s]
+            if average:
+                order = np.argsort(trial_rows[idx], kind="stable")
+                sorted_rows = trial_rows[idx][order]
+                uniq, starts = np.unique(sorted_rows, return_index=True)
+                for r, chunk in zip(uniq, np.split(idx[order], starts[1:]), strict=True):
+                    groups.append((si, chunk))
+                    rows.append(r)
+                    subj.append(sid)
+            else:
+                for t in idx:
+                    groups.append((si, np.array([t])))
+                    rows.append(trial_rows[t])
+                    subj.append(sid)
+        return stores, groups, np.asarray(rows, np.int64), np.asarray(subj, np.int64)
+
+    def _make_set(self, which: str) -> TrialSet:
+        hp = self.hparams
+        if which == "test":
+            subjects = self.test_subjects
+            average = hp.average_test_reps
+        else:
+            subjects = self.train_subjects
+            average = hp.average_val_reps if which == "val" else hp.average_train_reps
+        unseen = which == "test" and hp.protocol == "loso"
+        stores, groups, rows, subj = self._groups(subjects, which, average, unseen=unseen)
+        if not groups:
+            raise ValueError(f"the {which} set of {self.root} is empty (protocol {hp.protocol!r}, subject(s) "
+                             f"{subjects}); check the splits in stimuli.tsv and the trial stores.")
+        picks = [None if self.modality == "fmri" else st.pick_indices(self.ch_names) for st in stores]
+        t0 = time.perf_counter()
+        ts = TrialSet(stores, groups, rows, subj, self.image_embeddings, picks, self._time_slice,
+                      texts=self.text_embeddings, preload=hp.preload)
+        logger.info(f"{which}: {len(ts)} samples from {len(stores)} subject(s) ({time.perf_counter() - t0:.1f} s)")
+        return ts
+
+    def setup(self, stage: str | None = None) -> None:  # noqa: D102
+        need = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for which in need.get(stage or "fit", ("train", "val", "test")):
+            if which not in self.sets:
+                self.sets[which] = self._make_set(which)
+
+    # -- normalisation statistics ---------------------------------------------------------------
+    def input_stats(self) -> dict[str, np.ndarray]:
+        """Per-channel (EEG/MEG) or per-voxel (fMRI) mean and sd of the training samples.
+
+        With ``normalize="none"`` the mean is 0 and the sd 1.
+        """
+        if self._stats is not None:
+            return self._stats
+        size = self.n_voxels if self.modality == "fmri" else self.n_chans
+        if self.hparams.normalize == "none":
+            self._stats = {"mean": np.zeros(size, np.float32), "std": np.ones(size, np.float32)}
+            return self._stats
+        if "train" not in self.sets:
+            self.sets["train"] = self._make_set("train")
+        ts = self.sets["train"]
+        if ts.data is not None:
+            x = ts.data
+        else:
+            rng = np.random.default_rng(0)
+            pick = rng.choice(len(ts), size=min(len(ts), 2048), replace=False)
+            x = np.stack([ts.signals(int(i)) for i in pick])
+        axes = (0,) if self.modality == "fmri" else (0, 2)
+        mean = x.mean(axis=axes, dtype=np.float64)
+        std = x.std(axis=axes, dtype=np.float64)
+        std = np.where(std > 0, std, 1.0)
+        self._stats = {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
+        return self._stats
+
+    # -- loaders ------------------------------------------------------------------------------
+    def _loader(self, which: str, shuffle: bool) -> DataLoader:
+        hp = self.hparams
+        ds = self.sets[which]
+        kw: dict[str, Any] = {"num_workers": hp.num_workers, "pin_memory": torch.cuda.is_available(),
+                              "persistent_workers": hp.num_workers > 0}
+        if shuffle:
+            return DataLoader(ds, batch_size=hp.batch_size, sampler=EpochSeededSampler(len(ds), hp.seed),
+                              drop_last=len(ds) > hp.batch_size, **kw)
+        return DataLoader(ds, batch_size=hp.eval_batch_size, shuffle=False, **kw)
+
+    def train_dataloader(self) -> DataLoader:  # noqa: D102
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:  # noqa: D102
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:  # noqa: D102
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:  # noqa: D102
+        return self._loader("test", shuffle=False)
+
+    # -- description --------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """What the data are (recorded next to every result)."""
+        d = {
+            "root": str(self.root), "modality": self.modality, "teacher": self.hparams.teacher,
+            "layer": self.hparams.layer, "protocol": self.hparams.protocol, "subject": self.subject,
+            "train_subjects": self.train_subjects, "test_subjects": self.test_subjects,
+            "val_fraction": self.hparams.val_fraction, "split_seed": self.hparams.split_seed,
+            "val_concepts": len(self.val_concepts()),
+            "average_test_reps": self.hparams.average_test_reps, "average_train_reps": self.hparams.average_train_reps,
+            "channels": self.ch_names if self.modality != "fmri" else None,
+            "n_chans": self.n_chans, "n_times": self.n_times, "n_voxels": self.n_voxels, "sfreq": self.sfreq,
+            "embed_dim": self.embed_dim, "normalize": self.hparams.normalize,
+            "source": self.dataset.meta.get("source"),
+        }
+        if self.modality != "fmri":
+            d["tmin"], d["tmax"] = float(self.times[0]), float(self.times[-1])
+        return d

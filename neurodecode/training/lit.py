@@ -1,0 +1,347 @@
+"""LightningModules: thin wrappers that receive an encoder and a loss.
+
+:class:`AlignmentModule` trains a brain encoder (any :mod:`neurodecode.encoders` model) to map
+responses into a teacher's embedding space with an :class:`~neurodecode.losses.AlignmentLoss`. It owns
+the input normalisation (statistics fitted on the training samples by the data module, stored as
+buffers so checkpoints and exported models carry them), logs ``train/loss``, ``val/loss``,
+``val/top1``, ``val/top5``, ``test/top1``, ``test/top5`` (k-way with ``k = min(eval_way, n)``: 200-way
+for THINGS), and per-subject test numbers in joint protocols.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from neurodecode.utils import check_option
+
+SCHEDULERS = ("cosine", "constant")
+
+
+class AlignmentModule(L.LightningModule):
+    """Align brain responses with teacher embeddings.
+
+    Parameters
+    ----------
+    encoder : nn.Module
+        A brain encoder with ``forward(x, subject=None)`` (and optionally ``forward_heads`` for
+        separate contrastive/regression heads).
+    loss : nn.Module | None
+        Called as ``loss(brain, image, text) -> (total, parts)``; default: CLIP loss
+        (:class:`~neurodecode.losses.AlignmentLoss` with a learnable temperature).
+    lr : float
+        Peak learning rate (AdamW).
+    weight_decay : float
+        AdamW weight decay.
+    betas : tuple of float
+        AdamW betas.
+    scheduler : str
+        ``"cosine"`` (linear warm-up then cosine decay to ``min_lr_ratio * lr`` over the run) or
+        ``"constant"`` (after warm-up).
+    warmup_epochs : float
+        Warm-up length in epochs (fractions allowed).
+    min_lr_ratio : float
+        Final learning rate as a fraction of ``lr`` (cosine).
+    n_chans, n_voxels : int | None
+        Input size (linked from the data): length of the normalisation statistics.
+    eval_way : int
+        k of the k-way retrieval logged as ``top1``/``top5`` (capped at the number of candidates).
+    compile : bool
+        ``torch.compile`` the encoder (in place; state-dict keys unchanged).
+    reseed_each_step : bool
+        Reseed the global RNG from ``(seed, global step, rank)`` before every training step, so that
+        dropout masks and other randomness do not depend on whether the run was interrupted and
+        resumed (Lightning checkpoints do not hold RNG states, and data loaders draw from the global
+        RNG when their iterators are made).
+    seed : int
+        Base of that reseeding (the CLI links ``seed_everything`` here).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        loss: nn.Module | None = None,
+        lr: float = 3e-4,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
+        scheduler: str = "cosine",
+        warmup_epochs: float = 0.0,
+        min_lr_ratio: float = 0.0,
+        n_chans: int | None = None,
+        n_voxels: int | None = None,
+        eval_way: int = 200,
+        compile: bool = False,
+        reseed_each_step: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        check_option("scheduler", scheduler, SCHEDULERS)
+        self.save_hyperparameters(ignore=["encoder", "loss"])
+        if hasattr(encoder, "get_config"):
+            # lets a checkpoint rebuild its encoder without the YAML (see load_alignment_checkpoint)
+            self.hparams["encoder_config"] = encoder.get_config()
+        self.encoder = encoder
+        if loss is None:
+            from neurodecode.losses import AlignmentLoss
+
+            loss = AlignmentLoss()
+        self.loss = loss
+        size = n_voxels if n_voxels is not None else n_chans
+        if size is None:
+            size = getattr(encoder, "n_voxels", None) or getattr(encoder, "n_chans", None)
+        if size is None:
+            raise ValueError("AlignmentModule needs n_chans (EEG/MEG) or n_voxels (fMRI) for its input statistics; "
+                             "they are linked from the data module by the command line.")
+        self.timeseries = n_voxels is None
+        self.register_buffer("input_mean", torch.zeros(int(size)))
+        self.register_buffer("input_std", torch.ones(int(size)))
+        self.register_buffer("stats_fitted", torch.tensor(False))
+        self._outputs: dict[str, list[dict[str, torch.Tensor]]] = {}
+        self.test_results: dict[str, Any] = {}
+
+    # -- set-up -------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:  # noqa: D102
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if not bool(self.stats_fitted) and dm is not None and hasattr(dm, "input_stats"):
+            stats = dm.input_stats()
+            self.set_input_stats(stats["mean"], stats["std"])
+        if dm is not None and hasattr(dm, "describe"):
+            # what the model was trained on travels with the checkpoint (evaluate, export)
+            self.hparams["data"] = dm.describe()
+        if self.hparams.compile and stage == "fit":
+            self.encoder.compile()
+
+    def set_input_stats(self, mean: Any, std: Any) -> None:
+        """Set the normalisation (per channel or voxel) applied before the encoder."""
+        mean = torch.as_tensor(np.asarray(mean), dtype=torch.float32).reshape(-1)
+        std = torch.as_tensor(np.asarray(std), dtype=torch.float32).reshape(-1)
+        if mean.shape != self.input_mean.shape or std.shape != self.input_std.shape:
+            raise ValueError(f"input statistics of length {mean.numel()} do not match the model's input size "
+                             f"{self.input_mean.numel()}.")
+        if not torch.all(std > 0):
+            raise ValueError("input standard deviations must be positive.")
+        self.input_mean.copy_(mean)
+        self.input_std.copy_(std)
+        self.stats_fitted.fill_(True)
+
+    # -- forward ------------------------------------------------------------------------------
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the input normalisation."""
+        if self.timeseries:
+            return (x - self.input_mean[:, None]) / self.input_std[:, None]
+        return (x - self.input_mean) / self.input_std
+
+    def _encode(self, x: torch.Tensor, subject: torch.Tensor | None, heads: bool = False):
+        x = self.normalize(x)
+        fn = self.encoder.forward_heads if heads and hasattr(self.encoder, "forward_heads") else self.encoder
+        if subject is None or bool((subject < 0).all()):
+            return fn(x, None)
+        if bool((subject >= 0).all()):
+            return fn(x, subject)
+        raise ValueError("a batch mixes subjects seen in training with unseen ones (subject -1); "
+                         "evaluate them separately.")
+
+    def forward(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
+        """Brain embedding of raw (un-normalised) responses ``x``."""
+        out = self._encode(x, subject)
+        return out["contrastive"] if isinstance(out, dict) else out
+
+    # -- training -----------------------------------------------------------------------------
+    @property
+    def closed_form(self) -> bool:
+        """True for encoders fitted in closed form (e.g. :class:`~neurodecode.encoders.Ridge`), not by SGD."""
+        return bool(getattr(self.encoder, "closed_form", False))
+
+    def on_fit_start(self) -> None:  # noqa: D102
+        if not self.closed_form:
+            return
+        # one exact solve on every training sample; the training loop then has nothing left to do
+        ts = self.trainer.datamodule.sets["train"]
+        x = torch.as_tensor(ts.data if ts.data is not None else np.stack([ts.signals(i) for i in range(len(ts))]))
+        x = self.normalize(x.to(self.input_mean.device))
+        y = torch.as_tensor(ts.targets[ts.stim_rows])
+        self.encoder.fit(x, y)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:  # noqa: D102
+        if self.hparams.reseed_each_step:
+            rank = self.trainer.global_rank if self._trainer is not None else 0
+            torch.manual_seed((int(self.hparams.seed) * 1_000_003 + self.global_step) * 1024 + rank)
+
+    def _loss(self, batch: dict[str, torch.Tensor]):
+        brain = self._encode(batch["x"], batch["subject"], heads=True)
+        total, parts = self.loss(brain, batch["target"], batch.get("text"))
+        return brain, total, parts
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:  # noqa: D102
+        if self.closed_form:
+            return None  # fitted in on_fit_start
+        _, total, parts = self._loss(batch)
+        bs = len(batch["x"])
+        self.log("train/loss", total, prog_bar=True, on_step=True, on_epoch=True, batch_size=bs, sync_dist=False)
+        for k, v in parts.items():
+            self.log(f"train/{k}", v, on_step=False, on_epoch=True, batch_size=bs)
+        return total
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        brain, total, _ = self._loss(batch)
+        emb = brain["contrastive"] if isinstance(brain, dict) else brain
+        self.log(f"{stage}/loss", total, on_epoch=True, batch_size=len(batch["x"]), sync_dist=True,
+                 prog_bar=stage == "val")
+        self._outputs.setdefault(stage, []).append(
+            {"emb": emb.detach().float(), "stim": batch["stim"], "subject": batch["subject"]})
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:  # noqa: D102
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:  # noqa: D102
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:  # noqa: D102
+        return {"embedding": self(batch["x"], batch["subject"]), "stim": batch["stim"], "subject": batch["subject"]}
+
+    def _gathered(self, stage: str) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        outs = self._outputs.pop(stage, [])
+        if not outs:
+            return torch.empty(0), np.empty(0, np.int64), np.empty(0, np.int64)
+        emb = torch.cat([o["emb"] for o in outs])
+        stim = torch.cat([o["stim"] for o in outs])
+        subj = torch.cat([o["subject"] for o in outs])
+        if self.trainer.world_size > 1:
+            emb, stim, subj = (self.all_gather(t).flatten(0, 1) for t in (emb, stim, subj))
+        stim_np, subj_np = stim.cpu().numpy(), subj.cpu().numpy()
+        # a distributed sampler may repeat samples to even out ranks: keep the first of each
+        key = np.stack([subj_np, stim_np], 1)
+        if self.trainer.world_size > 1:
+            _, first = np.unique(key, axis=0, return_index=True)
+            first = np.sort(first)
+            emb, stim_np, subj_np = emb[torch.as_tensor(first, device=emb.device)], stim_np[first], subj_np[first]
+        return emb.cpu(), stim_np, subj_np
+
+    def _retrieval(self, emb: torch.Tensor, stim: np.ndarray) -> dict[str, float]:
+        from neurodecode.evaluation.retrieval import zero_shot_retrieval
+
+        images = torch.as_tensor(self.trainer.datamodule.image_embeddings)
+        cand, targets = np.unique(stim, return_inverse=True)
+        n = len(cand)
+        if n < 2:
+            return {}
+        k = min(int(self.hparams.eval_way), n)
+        tops = [t for t in (1, 5) if t <= k]
+        res = zero_shot_retrieval(emb, images[cand], targets=targets, ks=[k], tops=tops, full=False,
+                                  directions=("brain_to_image",))
+        m = res["inductive"]["brain_to_image"]
+        out = {f"top{t}": float(m[f"top{t}_{k}way"]) for t in tops}
+        out["k"] = k
+        return out
+
+    def _epoch_end(self, stage: str) -> None:
+        emb, stim, subj = self._gathered(stage)
+        if len(emb) == 0 or getattr(self.trainer, "sanity_checking", False):
+            return
+        subjects = np.unique(subj)
+        per_subject = {}
+        for s in subjects:
+            m = subj == s
+            per_subject[int(s)] = self._retrieval(emb[torch.as_tensor(m)], stim[m])
+        keys = [k for k in ("top1", "top5") if all(k in v for v in per_subject.values())]
+        for key in keys:
+            self.log(f"{stage}/{key}", float(np.mean([v[key] for v in per_subject.values()])), sync_dist=False,
+                     rank_zero_only=False, prog_bar=stage == "val" and key == "top1")
+        if stage == "test":
+            dm = self.trainer.datamodule
+            label = {i: s for s, i in getattr(dm, "subject_index", {}).items()}
+            if getattr(dm, "hparams", {}).get("protocol") == "loso":
+                label[-1] = dm.subject
+            named = {label.get(s, str(s)): v for s, v in per_subject.items()}
+            if len(named) > 1:
+                for name, v in named.items():
+                    for key in keys:
+                        self.log(f"test/sub-{name}/{key}", v[key], sync_dist=False)
+            self.test_results = {"per_subject": named,
+                                 "mean": {k: float(np.mean([v[k] for v in per_subject.values()])) for k in keys},
+                                 "k": int(next(iter(per_subject.values())).get("k", 0))}
+
+    def on_validation_epoch_end(self) -> None:  # noqa: D102
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:  # noqa: D102
+        self._epoch_end("test")
+
+    # -- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self):  # noqa: D102
+        hp = self.hparams
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            # no weight decay on biases, norms, embeddings of subjects/tokens and the temperature
+            (no_decay if p.ndim < 2 or "logit_scale" in name or "token" in name else decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr, betas=tuple(hp.betas))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        max_epochs = max(1, self.trainer.max_epochs or 1)
+        warmup = int(round(hp.warmup_epochs * total / max_epochs))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(hp.scheduler, warmup, total, hp.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _lr_lambda(kind: str, warmup: int, total: int, min_ratio: float):
+    def f(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def load_checkpoint_dict(path: str | Any) -> dict[str, Any]:
+    """Read a Lightning checkpoint without unpickling arbitrary objects (``weights_only=True``)."""
+    from lightning.fabric.utilities.data import AttributeDict
+
+    torch.serialization.add_safe_globals([AttributeDict])
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint {path} not found.") from None
+    except Exception as err:  # corrupt file or a disallowed type
+        raise ValueError(f"{path}: cannot be read as a neurodecode checkpoint with weights_only=True ({err}). "
+                         "Only checkpoints written by 'neurodecode fit' are supported.") from None
+
+
+def load_alignment_checkpoint(path: str | Any) -> tuple[AlignmentModule, dict[str, Any]]:
+    """Rebuild an :class:`AlignmentModule` (encoder, input statistics) from a checkpoint.
+
+    Returns
+    -------
+    module : AlignmentModule
+        In eval mode, on CPU; its loss is the default one (only the encoder is restored).
+    ckpt : dict
+        The checkpoint dict (``hyper_parameters``, ``datamodule_hyper_parameters``...).
+    """
+    from neurodecode.encoders.base import BrainEncoder
+
+    ckpt = load_checkpoint_dict(path)
+    hp = dict(ckpt.get("hyper_parameters", {}))
+    cfg = hp.pop("encoder_config", None)
+    if cfg is None:
+        raise ValueError(f"{path}: the checkpoint has no encoder_config; it was not written by neurodecode's "
+                         "AlignmentModule.")
+    encoder = BrainEncoder.from_config(cfg)
+    allowed = {k: hp[k] for k in ("lr", "weight_decay", "scheduler", "warmup_epochs", "min_lr_ratio", "n_chans",
+                                   "n_voxels", "eval_way", "seed") if k in hp}
+    module = AlignmentModule(encoder, **allowed)
+    state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("loss.")}
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [m for m in missing if not m.startswith("loss.")]
+    if missing or unexpected:
+        raise ValueError(f"{path}: checkpoint does not match its encoder config (missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}).")
+    return module.eval(), ckpt
