@@ -83,7 +83,7 @@ def _prepare(root: Path, work: Path, subjects: list[str] | None) -> Any:
     return ds, np.asarray(emb)[order]
 
 
-def main() -> None:  # noqa: D103
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=None,
                    help="the n170 folder (default: n170 under $NEURODECODE_SHARED_DATA or ../shared/data)")

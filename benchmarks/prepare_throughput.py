@@ -206,7 +206,7 @@ def _summary(r: dict) -> dict:
             **({"load_s": round(r["load_s"], 3)} if "load_s" in r else {})}
 
 
-def main(argv: list[str] | None = None) -> dict:  # noqa: D103
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-conditions", type=int, default=2000,

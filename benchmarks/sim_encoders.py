@@ -27,7 +27,7 @@ ENCODERS = {
 }
 
 
-def main() -> None:  # noqa: D103
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="a folder made by 'neurodecode simulate --modality eeg'")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/sim_encoders.json"))

@@ -69,6 +69,25 @@ def use_log_level(verbose: bool | str | int | None) -> Iterator[None]:
         logger.setLevel(old)
 
 
+@contextlib.contextmanager
+def quiet_loggers(names: Sequence[str], level: int = logging.WARNING) -> Iterator[None]:
+    """Temporarily raise the level of the named loggers (``""`` is the root logger) to ``level``.
+
+    Used around third-party code that logs at INFO on every call (Lightning's trainer banner,
+    open_clip's and timm's model-creation messages); the previous levels are restored on exit.
+    """
+    loggers = [logging.getLogger(n) if n else logging.getLogger() for n in names]
+    old = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            if lg.getEffectiveLevel() < level:
+                lg.setLevel(level)
+        yield
+    finally:
+        for lg, lvl in zip(loggers, old):
+            lg.setLevel(lvl)
+
+
 def progress(iterable: Iterable | None = None, *, enabled: bool = True, **kwargs: Any):
     """Wrap ``iterable`` in a ``tqdm.auto`` bar, or return it unchanged when ``enabled`` is False.
 
@@ -86,13 +105,13 @@ def progress(iterable: Iterable | None = None, *, enabled: bool = True, **kwargs
 class _NullBar:
     """Stand-in for a manual tqdm bar when progress is switched off."""
 
-    def update(self, n: int = 1) -> None:  # noqa: D102
+    def update(self, n: int = 1) -> None:
         pass
 
-    def close(self) -> None:  # noqa: D102
+    def close(self) -> None:
         pass
 
-    def set_postfix(self, *args: Any, **kwargs: Any) -> None:  # noqa: D102
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
         pass
 
     def __enter__(self) -> _NullBar:
@@ -186,18 +205,6 @@ def check_finite(array: np.ndarray, *, what: str, where: str = "", fix: str = ""
         if fix:
             msg += f" {fix}"
         raise ValueError(msg)
-
-
-def seed_everything(seed: int) -> np.random.Generator:
-    """Seed Python, NumPy and torch (if imported) and return a fresh NumPy ``Generator``."""
-    import random
-    import sys
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    if "torch" in sys.modules:
-        sys.modules["torch"].manual_seed(seed)
-    return np.random.default_rng(seed)
 
 
 def shared_data_dir() -> Path | None:

@@ -14,7 +14,7 @@ class StopAt(L.Callback):
     def __init__(self, epoch: int, batch: int = 0) -> None:
         self.epoch, self.batch = epoch, batch
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: D102
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             raise RuntimeError(f"interrupted at epoch {self.epoch}")
 
@@ -26,15 +26,15 @@ class RecordFirstBatch(L.Callback):
         self.out = Path(out)
         self.record: dict = {}
 
-    def on_train_start(self, trainer, pl_module) -> None:  # noqa: D102
+    def on_train_start(self, trainer, pl_module) -> None:
         self.record["initial_state"] = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: D102
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if batch_idx == 0:
             for k in ("x", "target", "subject", "stim"):
                 self.record[k] = batch[k].detach().cpu().clone()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: D102
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if batch_idx == 0:
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             self.record["loss"] = loss.detach().cpu().clone()

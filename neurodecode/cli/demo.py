@@ -18,7 +18,7 @@ Everything goes under --out. Finished steps are skipped when the demo is run aga
 """
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:  # noqa: D103
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
     parser.add_argument("--config", type=Path, default=None,
                         help="training config (default: configs/sim/eeg_atm.yaml of this checkout)")
@@ -39,7 +39,7 @@ def _config_path(given: Path | None) -> Path:
                             "--config FILE.")
 
 
-def run(args: argparse.Namespace) -> int:  # noqa: D103
+def run(args: argparse.Namespace) -> int:
     from neurodecode.simulate.forward import SimulationConfig, simulate
     from neurodecode.reporting.evaluate import evaluate
     from neurodecode.training.export import export_checkpoint

@@ -53,7 +53,7 @@ def _devices(value: str) -> int | str | list[int]:
     return value
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:  # noqa: D103
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stimuli", type=Path, required=True,
                         help="prepared folder (with stimuli.tsv), a stimuli .tsv file, or a folder of images")
     parser.add_argument("--teacher", action="append", required=True, metavar="SPEC",
@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:  # noqa: D103
     parser.add_argument("--verbose", action="store_true", help="print what is being done")
 
 
-def run(args: argparse.Namespace) -> int:  # noqa: D103
+def run(args: argparse.Namespace) -> int:
     from neurodecode.io.store import StoreError
     from neurodecode.teachers.extract import load_stimuli, run_embedding
     from neurodecode.teachers.specs import DEFAULT_PROMPT, TeacherError

@@ -17,7 +17,7 @@ example:
 """
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:  # noqa: D103
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", type=Path, action="append", required=True,
                         help="checkpoint (.ckpt) or exported folder; repeat to compare models")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:  # noqa: D103
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def run(args: argparse.Namespace) -> int:  # noqa: D103
+def run(args: argparse.Namespace) -> int:
     from neurodecode.reporting.evaluate import evaluate, evaluate_many
 
     kw = dict(root=args.root, teacher=args.teacher, ks=[int(k) for k in args.ks.split(",") if k.strip()],

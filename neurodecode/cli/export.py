@@ -8,12 +8,12 @@ from pathlib import Path
 HELP = "Export a trained checkpoint as config.json + model.safetensors (load with neurodecode.from_pretrained)."
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:  # noqa: D103
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", type=Path, required=True, help="a .ckpt written by 'neurodecode fit'")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
 
 
-def run(args: argparse.Namespace) -> int:  # noqa: D103
+def run(args: argparse.Namespace) -> int:
     from neurodecode.training.export import export_checkpoint
 
     out = export_checkpoint(args.ckpt, args.out)

@@ -46,7 +46,7 @@ LINKS = (
 class NeuroDecodeCLI(LightningCLI):
     """LightningCLI of neurodecode (see the module docstring)."""
 
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:  # noqa: D102
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for source, target in LINKS:
             parser.link_arguments(source, target, apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -61,7 +61,7 @@ class NeuroDecodeCLI(LightningCLI):
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="after fit, test the checkpoint selected on validation and write results.json")
 
-    def before_instantiate_classes(self) -> None:  # noqa: D102
+    def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         root = Path(cfg.trainer.default_root_dir or "runs")
         if not cfg.checkpoint.dirpath:
@@ -70,7 +70,7 @@ class NeuroDecodeCLI(LightningCLI):
         if model_args is not None and "seed" in model_args and cfg.get("seed_everything") not in (None, True, False):
             model_args.seed = int(cfg.seed_everything)
 
-    def after_fit(self) -> None:  # noqa: D102
+    def after_fit(self) -> None:
         cfg = self.config["fit"]
         if not cfg.get("test_after_fit", True) or self.trainer.fast_dev_run:
             return

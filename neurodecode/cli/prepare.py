@@ -29,7 +29,7 @@ def _reader(name: str):
         raise
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:  # noqa: D103
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
     for name in SOURCES:
         mod = _reader(name)
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:  # noqa: D103
         mod.add_prepare_arguments(p)
 
 
-def run(args: argparse.Namespace) -> int:  # noqa: D103
+def run(args: argparse.Namespace) -> int:
     from neurodecode.utils import set_log_level
 
     set_log_level("INFO" if args.verbose else "WARNING")

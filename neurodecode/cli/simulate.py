@@ -18,7 +18,7 @@ example:
 """
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:  # noqa: D103
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     from neurodecode.simulate.forward import MODALITY_DEFAULTS, SimulationConfig
 
     d = SimulationConfig()
@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:  # noqa: D103
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def run(args: argparse.Namespace) -> int:  # noqa: D103
+def run(args: argparse.Namespace) -> int:
     from neurodecode.simulate.forward import SimulationConfig, simulate
 
     cfg = SimulationConfig(

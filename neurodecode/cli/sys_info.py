@@ -8,11 +8,11 @@ import json
 HELP = "Print versions of Python, torch, CUDA, MNE, Lightning, open_clip, diffusers and the devices seen."
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:  # noqa: D103
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def run(args: argparse.Namespace) -> int:  # noqa: D103
+def run(args: argparse.Namespace) -> int:
     from neurodecode._sys_info import sys_info
 
     info = sys_info(show=not args.json)

@@ -80,7 +80,7 @@ class _Dropout(torch.autograd.Function):
 class FastDropout(nn.Dropout):
     """``nn.Dropout`` computed by :class:`_Dropout` (same distribution, faster, less memory)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
         if self.p >= 1.0:
@@ -138,7 +138,7 @@ class ChannelAttentionLayer(nn.Module):
         weights = torch.softmax((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim)), dim=-1)
         return _Dropout.apply(weights, self.attn_dropout) @ v
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         a = self._attention(q, k, v)

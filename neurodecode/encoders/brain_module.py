@@ -167,7 +167,7 @@ class _ConvBlock(nn.Module):
                              padding=glu_dilation * (kernel - 1) // 2)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv, norm in zip(self.convs, self.norms, strict=True):
             y = self.dropout(F.gelu(norm(conv(x))))
             x = x + y if x.shape[1] == y.shape[1] else y

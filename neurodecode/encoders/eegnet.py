@@ -35,7 +35,7 @@ class _MaxNormConv2d(nn.Conv2d):
         super().__init__(*args, **kwargs)
         self.max_norm = max_norm
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight if self.max_norm is None else torch.renorm(self.weight, 2, 0, self.max_norm)
         return self._conv_forward(x, w, self.bias)
 
@@ -45,7 +45,7 @@ class _MaxNormLinear(nn.Linear):
         super().__init__(*args, **kwargs)
         self.max_norm = max_norm
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight if self.max_norm is None else torch.renorm(self.weight, 2, 0, self.max_norm)
         return F.linear(x, w, self.bias)
 

@@ -411,7 +411,7 @@ class Projector(nn.Sequential):
         self.residual = nn.Sequential(nn.GELU(), nn.Linear(out_features, out_features), nn.Dropout(dropout))
         self.norm = nn.LayerNorm(out_features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.linear(x)
         return self.norm(x + self.residual(x))
 

@@ -158,7 +158,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         self._size = self._file_size()
 
     # -- globals -------------------------------------------------------------------------------
-    def find_class(self, module: str, name: str) -> Any:  # noqa: D102
+    def find_class(self, module: str, name: str) -> Any:
         if self.proto < 3 and self.fix_imports:  # Python 2 names, as pickle.Unpickler maps them
             if (module, name) in _compat_pickle.NAME_MAPPING:
                 module, name = _compat_pickle.NAME_MAPPING[(module, name)]
@@ -175,7 +175,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             return self._frombuffer
         return obj
 
-    def persistent_load(self, pid: Any) -> Any:  # noqa: D102
+    def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError(f"{self.source}: refused a persistent id ({pid!r}); numpy data never uses them.")
 
     # -- deferred payloads ---------------------------------------------------------------------
@@ -332,7 +332,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             return
         pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
 
-    def load(self) -> Any:  # noqa: D102
+    def load(self) -> Any:
         return self._resolve(super().load())
 
 

@@ -406,7 +406,7 @@ def _lightning_parts() -> tuple[type, type]:
             self.history: list[dict[str, float]] = []
 
         @torch.no_grad()
-        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
             was_training = pl_module.training
             pl_module.eval()
             emb = pl_module(self.x_val)

@@ -172,7 +172,7 @@ class EpochSeededSampler(Sampler[int]):
         self.seed = int(seed)
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:  # noqa: D102
+    def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __iter__(self):
@@ -437,7 +437,7 @@ class BrainImageDataModule(L.LightningDataModule):
         logger.info(f"{which}: {len(ts)} samples from {len(stores)} subject(s) ({time.perf_counter() - t0:.1f} s)")
         return ts
 
-    def setup(self, stage: str | None = None) -> None:  # noqa: D102
+    def setup(self, stage: str | None = None) -> None:
         need = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         for which in need.get(stage or "fit", ("train", "val", "test")):
             if which not in self.sets:
@@ -482,16 +482,16 @@ class BrainImageDataModule(L.LightningDataModule):
                               drop_last=len(ds) > hp.batch_size, **kw)
         return DataLoader(ds, batch_size=hp.eval_batch_size, shuffle=False, **kw)
 
-    def train_dataloader(self) -> DataLoader:  # noqa: D102
+    def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:  # noqa: D102
+    def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:  # noqa: D102
+    def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:  # noqa: D102
+    def predict_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
     # -- description --------------------------------------------------------------------------

@@ -49,7 +49,7 @@ class PretrainedDecoder(nn.Module):
         """What the model was trained on (teacher, channels, sfreq...)."""
         return self.config.get("data", {})
 
-    def forward(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
         if self.timeseries:
             x = (x - self.input_mean[:, None]) / self.input_std[:, None]
         else:

@@ -105,7 +105,7 @@ class AlignmentModule(L.LightningModule):
         self.test_results: dict[str, Any] = {}
 
     # -- set-up -------------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:  # noqa: D102
+    def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if not bool(self.stats_fitted) and dm is not None and hasattr(dm, "input_stats"):
             stats = dm.input_stats()
@@ -157,7 +157,7 @@ class AlignmentModule(L.LightningModule):
         """True for encoders fitted in closed form (e.g. :class:`~neurodecode.encoders.Ridge`), not by SGD."""
         return bool(getattr(self.encoder, "closed_form", False))
 
-    def on_fit_start(self) -> None:  # noqa: D102
+    def on_fit_start(self) -> None:
         if not self.closed_form:
             return
         # one exact solve on every training sample; the training loop then has nothing left to do
@@ -167,7 +167,7 @@ class AlignmentModule(L.LightningModule):
         y = torch.as_tensor(ts.targets[ts.stim_rows])
         self.encoder.fit(x, y)
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:  # noqa: D102
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.hparams.reseed_each_step:
             rank = self.trainer.global_rank if self._trainer is not None else 0
             torch.manual_seed((int(self.hparams.seed) * 1_000_003 + self.global_step) * 1024 + rank)
@@ -177,7 +177,7 @@ class AlignmentModule(L.LightningModule):
         total, parts = self.loss(brain, batch["target"], batch.get("text"))
         return brain, total, parts
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:  # noqa: D102
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         if self.closed_form:
             return None  # fitted in on_fit_start
         _, total, parts = self._loss(batch)
@@ -195,13 +195,13 @@ class AlignmentModule(L.LightningModule):
         self._outputs.setdefault(stage, []).append(
             {"emb": emb.detach().float(), "stim": batch["stim"], "subject": batch["subject"]})
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:  # noqa: D102
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:  # noqa: D102
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:  # noqa: D102
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return {"embedding": self(batch["x"], batch["subject"]), "stim": batch["stim"], "subject": batch["subject"]}
 
     def _gathered(self, stage: str) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -266,14 +266,14 @@ class AlignmentModule(L.LightningModule):
                                  "mean": {k: float(np.mean([v[k] for v in per_subject.values()])) for k in keys},
                                  "k": int(next(iter(per_subject.values())).get("k", 0))}
 
-    def on_validation_epoch_end(self) -> None:  # noqa: D102
+    def on_validation_epoch_end(self) -> None:
         self._epoch_end("val")
 
-    def on_test_epoch_end(self) -> None:  # noqa: D102
+    def on_test_epoch_end(self) -> None:
         self._epoch_end("test")
 
     # -- optimisation -------------------------------------------------------------------------
-    def configure_optimizers(self):  # noqa: D102
+    def configure_optimizers(self):
         hp = self.hparams
         decay, no_decay = [], []
         for name, p in self.named_parameters():
