@@ -11,19 +11,15 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils import shuffle
 
 from neurodecode.preprocessing.epoching import (
-    MVNN,
     band_pass,
     epoch_operator,
     epoch_with_mne,
     epochs_from_array,
     find_stim_events,
-    inverse_sqrt,
     iter_epochs,
-    mvnn,
-    mvnn_covariance,
     select_repetitions,
-    shrunk_covariance_sum,
 )
+from neurodecode.preprocessing.mvnn import MVNN, inverse_sqrt, mvnn, mvnn_covariance, shrunk_covariance_sum
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,23 +1,25 @@
-"""Trial store: round trips, lazy reading in DataLoader workers, atomic writes, and every bad input."""
+"""Trial store: round trips, lazy reading in DataLoader workers, atomic writes, every bad input, the
+one stimulus table per folder, and version 1 stores (with an embedded table) still opening."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
 import shutil
+import warnings
 
 import h5py
 import numpy as np
 import pytest
 
+from neurodecode.io.prepared import open_prepared
 from neurodecode.io.store import (
     SCHEMA_VERSION,
+    STIMULI_FILENAME,
     StimulusTable,
     StoreError,
     StoreWriter,
     TrialStore,
-    open_prepared,
-    read_store,
     validate_store,
     write_store,
 )
@@ -38,12 +40,13 @@ def _eeg(tmp_path, n=12, name="sub-01.h5", **kw):
     path = write_store(tmp_path / name, x, stimulus_id=ids, split=split, stimuli=table, modality="eeg",
                        repetition=np.arange(n) // 5, sfreq=100.0, tmin=-0.1, ch_names=["Cz", "Pz", "O1", "O2"],
                        provenance=[{"step": "test"}], **kw)
+    table.write_tsv(tmp_path / STIMULI_FILENAME)  # the folder's one stimulus table
     return path, x, ids
 
 
 def test_eeg_round_trip(tmp_path):
     path, x, ids = _eeg(tmp_path, extra={"label": np.arange(12) % 2})
-    s = read_store(path, validate="values")
+    s = TrialStore(path, validate="values")
     assert s.shape == (12, 4, 20) and s.n_chans == 4 and s.n_times == 20
     assert s.modality == "eeg" and s.sfreq == 100.0 and s.tmin == -0.1
     np.testing.assert_allclose(s.times, -0.1 + np.arange(20) / 100)
@@ -72,7 +75,7 @@ def test_fmri_round_trip(tmp_path):
     ijk = np.stack([np.arange(30), np.zeros(30), np.zeros(30)], 1)
     path = write_store(tmp_path / "sub-02.h5", x, stimulus_id=table.stimulus_id, split=table.split,
                        stimuli=table, modality="fmri", subject="02", voxel_ijk=ijk, volume_shape=(30, 1, 1))
-    s = TrialStore(path)
+    s = TrialStore(path, stimuli=table)  # no stimuli.tsv beside it: the table is given
     assert s.modality == "fmri" and s.n_voxels == 30 and s.sfreq is None and s.info is None
     np.testing.assert_array_equal(s.get_signals([4, 0]), x[[4, 0]])
     np.testing.assert_array_equal(s.voxel_ijk[:, 0], np.arange(30))
@@ -139,7 +142,6 @@ def _corrupt(path, fn):
         (lambda f: f["trials/stimulus_id"].__setitem__(4, "ghost"), "trials/stimulus_id",
          r"not in the stimulus table, e.g. \['ghost'\] \(first at trial 4\)"),
         (lambda f: f["trials/split"].__setitem__(0, "valid"), "trials/split", r"unknown value\(s\) \['valid'\]"),
-        (lambda f: f.__delitem__("stimuli"), "stimuli", "group .* is missing"),
     ],
 )
 def test_bad_store_is_rejected_with_file_and_field(tmp_path, mutate, field, message):
@@ -159,13 +161,13 @@ def test_truncated_and_missing_files(tmp_path):
     trunc = tmp_path / "trunc.h5"
     trunc.write_bytes(data[: len(data) // 2])
     with pytest.raises(StoreError, match="trunc.h5: is not a readable HDF5 file .*truncated"):
-        read_store(trunc)
+        TrialStore(trunc)
     garbage = tmp_path / "garbage.h5"
     garbage.write_bytes(b"this is not hdf5" * 10)
     with pytest.raises(StoreError, match="not a readable HDF5"):
-        read_store(garbage)
+        TrialStore(garbage)
     with pytest.raises(StoreError, match="missing.h5: file not found"):
-        read_store(tmp_path / "missing.h5")
+        TrialStore(tmp_path / "missing.h5")
 
 
 def test_writer_rejects_bad_input_and_leaves_nothing(tmp_path):
@@ -205,7 +207,7 @@ def test_interrupted_write_keeps_the_old_file(tmp_path):
             w.write(0, np.ones((5, 4, 20), np.float32))
             raise RuntimeError("power cut")
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub-01.h5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stimuli.tsv", "sub-01.h5"]
     with pytest.raises(StoreError, match="trial 5 .* was never written"):
         with StoreWriter(path, 10, (4, 20), modality="eeg", stimuli=table, sfreq=100.0, tmin=0.0) as w:
             w.write(0, np.ones((5, 4, 20), np.float32))
@@ -267,4 +269,109 @@ def test_open_prepared(tmp_path):
     with pytest.raises(StoreError, match="holds no trial stores"):
         open_prepared(empty)
     assert json.loads((tmp_path / "dataset.json").read_text())["source"] == "test"
-    assert SCHEMA_VERSION == 1
+    assert SCHEMA_VERSION == 2
+    # every store of the folder shares the folder's table
+    assert ds.stores["01"].stimuli is ds.stimuli and ds.stores["02"].stimuli is ds.stimuli
+
+
+# --------------------------------------------------------------------------------------------------
+# one stimulus table per prepared folder
+# --------------------------------------------------------------------------------------------------
+def test_new_stores_hold_no_stimulus_table(tmp_path):
+    path, _, _ = _eeg(tmp_path)
+    with h5py.File(path, "r") as f:
+        assert "stimuli" not in f and int(f.attrs["schema_version"]) == SCHEMA_VERSION
+
+
+def test_store_without_its_folder_table_names_the_file_and_fix(tmp_path):
+    path, _, _ = _eeg(tmp_path)
+    (tmp_path / STIMULI_FILENAME).unlink()
+    for call in (lambda: validate_store(path), lambda: TrialStore(path),
+                 lambda: TrialStore(path, validate=False).stimuli):
+        with pytest.raises(StoreError, match=r"stimuli.tsv: stimulus table not found; the trial store sub-01.h5 "
+                                             r"takes its stimuli .*open_prepared\(\).*stimuli=") as err:
+            call()
+        assert err.value.file == str(tmp_path / STIMULI_FILENAME)
+    # the table can be given instead, and is then what trial ids are checked against
+    s = TrialStore(path, stimuli=_table())
+    assert len(s.stimuli) == 5
+    with pytest.raises(StoreError, match=r"trials/stimulus_id.*not in the stimulus table, e.g. \['img3', 'img4'\]"):
+        TrialStore(path, stimuli=_table().select([True, True, True, False, False]))
+
+
+def test_folder_table_is_checked_on_open(tmp_path):
+    path, _, _ = _eeg(tmp_path)
+    _table().select([True, True, False, True, True]).write_tsv(tmp_path / STIMULI_FILENAME)
+    with pytest.raises(StoreError, match=r"sub-01.h5, field 'trials/stimulus_id'.*\['img2'\].*stimuli.tsv"):
+        TrialStore(path)
+
+
+def _old_format_store(path, table, *, n=10):
+    """A version 1 store written by hand, as neurodecode wrote them before: with a /stimuli group."""
+    import mne
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, 3, 8)).astype(np.float32)
+    str_dt = h5py.string_dtype("utf-8")
+    ids = [table.stimulus_id[i % len(table)] for i in range(n)]
+    with h5py.File(path, "w") as f:
+        f.create_dataset("signals", data=x, chunks=(1, 3, 8))
+        t = f.create_group("trials")
+        t.create_dataset("stimulus_id", data=ids, dtype=str_dt)
+        t.create_dataset("split", data=[table.split[i % len(table)] for i in range(n)], dtype=str_dt)
+        t.create_dataset("repetition", data=np.arange(n, dtype=np.int32) // len(table))
+        t.create_dataset("session", data=np.zeros(n, np.int32))
+        g = f.create_group("stimuli")
+        for k, v in table.to_dict().items():
+            g.create_dataset(k, data=v, dtype=str_dt)
+        f.attrs["schema_version"] = 1
+        f.attrs["modality"] = "eeg"
+        f.attrs["subject"] = "01"
+        f.attrs["provenance"] = json.dumps([{"step": "old"}])
+        f.attrs["neurodecode_version"] = "0.1.0"
+        f.attrs["sfreq"] = 50.0
+        f.attrs["tmin"] = 0.0
+        f.attrs["info"] = json.dumps(mne.create_info(["Cz", "Pz", "Oz"], 50.0, "eeg").to_json_dict())
+    return x, ids
+
+
+def test_version_1_store_with_embedded_table_still_opens(tmp_path):
+    table = _table()
+    path = tmp_path / "sub-01.h5"
+    x, ids = _old_format_store(path, table)
+    # alone (no stimuli.tsv): the embedded copy is the table
+    validate_store(path, check_values=True)
+    s = TrialStore(path, validate="values")
+    assert s.schema_version == 1 and s.ch_names == ["Cz", "Pz", "Oz"]
+    np.testing.assert_array_equal(s.get_signals([3, 1]), x[[3, 1]])
+    assert s.stimulus_id.tolist() == ids
+    assert s.stimuli.to_dict() == table.to_dict() and s.stimuli.root == tmp_path
+    s.close()
+    # an embedded table that misses a trial's id is still caught
+    with h5py.File(path, "r+") as f:
+        f["trials/stimulus_id"][0] = "ghost"
+    with pytest.raises(StoreError, match=r"trials/stimulus_id.*\['ghost'\]"):
+        TrialStore(path)
+    # in its prepared folder: the folder's stimuli.tsv is the one table
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    _old_format_store(folder / "sub-01.h5", table)
+    table.write_tsv(folder / STIMULI_FILENAME)
+    (folder / "dataset.json").write_text(json.dumps({"source": "old"}))
+    ds = open_prepared(folder, validate="values")
+    assert ds.subjects == ["01"] and ds.stores["01"].stimuli is ds.stimuli and len(ds.stimuli) == 5
+    assert TrialStore(folder / "sub-01.h5").stimuli.root == folder
+
+
+def test_old_import_path_warns_and_works(tmp_path):
+    import neurodecode.store as old
+
+    _eeg(tmp_path)
+    with pytest.warns(DeprecationWarning, match="neurodecode.io.store.open_prepared"):
+        fn = old.open_prepared
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fn(tmp_path).subjects == ["01"]
+    import neurodecode.io.store as new
+
+    assert not hasattr(new, "read_store")

@@ -30,6 +30,12 @@ read straight into its final buffer (``mmap=False``: memory = the array itself).
 This relies on the pure-Python unpickler (:class:`pickle._Unpickler`), whose opcode table can be
 extended; the restriction itself only uses the documented ``find_class`` hook and refusing
 opcodes, and the tests pin the behaviour for pickle protocols 2 to 5.
+
+The module is one cohesive thing that reads better whole (about 500 lines): the restricted unpickler,
+its allow-list and its deferred reading of large payloads are one security boundary, and the
+loaders at the end (:func:`restricted_load`, :func:`load_npy`, :func:`load_pickled_dict`) are its
+only entry points; split, the allow-list and the opcode handling would have to be read together
+anyway.
 """
 
 from __future__ import annotations
