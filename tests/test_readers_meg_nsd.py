@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from neurodecode.io.manifests import ManifestError
-from neurodecode.io.store import open_prepared
+from neurodecode.io.prepared import open_prepared
 
 mne = pytest.importorskip("mne")
 h5py = pytest.importorskip("h5py")
@@ -281,6 +281,16 @@ def nsd_root(tmp_path_factory):
     return {"root": root, "brick": brick, "affine": affine}
 
 
+# the ROI voxels of _roi() (value 1; -1 and 0 are outside), in C order over the nibabel (X, Y, Z) volume
+ROI_VOXELS = [(0, 3, 2), (1, 1, 0), (2, 1, 1), (3, 2, 0), (4, 3, 2)]
+
+
+def _roi_betas_pct(subject: int, session: int) -> np.ndarray:
+    """(trials, voxels) percent signal change of ROI_VOXELS, read through the NIfTI axis order."""
+    vol = _betas(subject, session).transpose(0, 3, 2, 1)  # h5py (trials, Z, Y, X) -> (trials, X, Y, Z)
+    return np.stack([vol[:, i, j, k].astype(np.float64) for i, j, k in ROI_VOXELS], axis=1) / 300.0
+
+
 def test_nsd_value_by_value(nsd_root, tmp_path):
     from neurodecode.readers.nsd import prepare_nsd
 
@@ -290,11 +300,11 @@ def test_nsd_value_by_value(nsd_root, tmp_path):
     assert ds.subjects == ["01", "02"]
     design = _nsd_design()
     mo = design["masterordering"].ravel()
-    ijk = np.argwhere(_roi() > 0)
+    shared = design["sharedix"].ravel() - 1  # 0-based 73k indices of the shared (test) images
     for s, st in ds.stores.items():
         sub = int(s)
-        assert st.modality == "fmri" and st.shape == (N_SESS * T, len(ijk))
-        np.testing.assert_array_equal(st.voxel_ijk, ijk)
+        assert st.modality == "fmri" and st.shape == (N_SESS * T, len(ROI_VOXELS))
+        np.testing.assert_array_equal(st.voxel_ijk, ROI_VOXELS)  # only mask > 0, nibabel (i, j, k) order
         assert tuple(st.h5["voxels"].attrs["volume_shape"]) == (X, Y, Z)
         np.testing.assert_allclose(st.h5["voxels"].attrs["affine"], nsd_root["affine"])
         nsd_ids = design["subjectim"][sub - 1, mo - 1] - 1  # 0-based 73k index of each trial
@@ -302,15 +312,22 @@ def test_nsd_value_by_value(nsd_root, tmp_path):
         np.testing.assert_array_equal(st.trial_field("nsd_id"), nsd_ids)
         np.testing.assert_array_equal(st.trial_field("trial"), np.arange(N_SESS * T))
         np.testing.assert_array_equal(st.session, np.repeat([1, 2, 3], T))
-        np.testing.assert_array_equal(st.split, np.where(np.isin(nsd_ids, [4, 8, 13]), "test", "train"))
+        np.testing.assert_array_equal(st.split, np.where(np.isin(nsd_ids, shared), "test", "train"))
         # repetition: presentation number of the column in masterordering
         np.testing.assert_array_equal(st.repetition, [np.sum(mo[:t] == mo[t]) for t in range(len(mo))])
-        # signals: betas[:, k, j, i] / 300 for ROI voxel (i, j, k)
+        # signals: int16 betas / 300 (percent signal change) at the ROI voxels
         sig = st.get_signals()
-        for sess in range(1, N_SESS + 1):
-            b = _betas(sub, sess)
-            expected = b[:, ijk[:, 2], ijk[:, 1], ijk[:, 0]] / 300.0
-            np.testing.assert_allclose(sig[(sess - 1) * T: sess * T], expected, rtol=1e-6)
+        raw = np.concatenate([_roi_betas_pct(sub, sess) for sess in range(1, N_SESS + 1)])
+        np.testing.assert_allclose(sig, raw, rtol=1e-6)
+        # each shared image: its three presentations are stored as test trials whose average (what the
+        # data module computes at load time) is the mean of the image's raw betas
+        for img in shared:
+            shown = np.flatnonzero(nsd_ids == img)
+            assert len(shown) == 3
+            rows = np.flatnonzero(st.stimulus_id == f"nsd-{img:05d}")
+            np.testing.assert_array_equal(rows, shown)
+            assert set(st.split[rows]) == {"test"} and sorted(st.repetition[rows]) == [0, 1, 2]
+            np.testing.assert_allclose(sig[rows].astype(np.float64).mean(0), raw[shown].mean(0), rtol=1e-6, atol=1e-6)
     # the shared images are the test set; images extracted losslessly, once
     t = ds.stimuli
     assert sorted(t.stimulus_id[t.split == "test"].tolist()) == ["nsd-00004", "nsd-00008", "nsd-00013"]
@@ -328,18 +345,20 @@ def test_nsd_zscore_within_session(nsd_root, tmp_path):
     out = prepare_nsd(nsd_root["root"], tmp_path / "z", subjects=["01"], sessions=[2, 3], trials_per_session=T,
                       extract_images=False, progress=False)
     st = open_prepared(out).stores["01"]
-    ijk = np.argwhere(_roi() > 0)
     assert st.n_trials == 2 * T
     np.testing.assert_array_equal(st.session, np.repeat([2, 3], T))
     np.testing.assert_array_equal(st.trial_field("trial"), np.arange(T, 3 * T))
     sig = st.get_signals()
     for n, sess in enumerate((2, 3)):
-        b = _betas(1, sess)[:, ijk[:, 2], ijk[:, 1], ijk[:, 0]] / 300.0
-        sd = b.std(0)
-        expected = np.where(sd > 0, (b - b.mean(0)) / np.where(sd > 0, sd, 1), 0.0)
-        np.testing.assert_allclose(sig[n * T:(n + 1) * T], expected, rtol=1e-5, atol=1e-6)
+        b = _roi_betas_pct(1, sess)
+        for v in range(len(ROI_VOXELS)):  # z-score of each voxel over the session's trials, written out
+            x = b[:, v]
+            sd = np.sqrt(np.mean((x - x.mean()) ** 2))
+            expected = np.zeros(T) if sd == 0 else (x - x.mean()) / sd
+            np.testing.assert_allclose(sig[n * T:(n + 1) * T, v], expected, rtol=1e-5, atol=1e-6)
+            assert abs(sig[n * T:(n + 1) * T, v].mean()) < 1e-5
     # the zero-filled (invalid) voxel (4, 3, 2) is 0, not NaN
-    col = int(np.flatnonzero((ijk == [4, 3, 2]).all(1))[0])
+    col = ROI_VOXELS.index((4, 3, 2))
     assert np.all(sig[:, col] == 0)
     assert (open_prepared(out).stimuli.image_path == "").all()
 

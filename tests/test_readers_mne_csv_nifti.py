@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from neurodecode.io.store import StoreError, open_prepared
+from neurodecode.io.prepared import open_prepared
+from neurodecode.io.store import StoreError
 
 mne = pytest.importorskip("mne")
 nib = pytest.importorskip("nibabel")
@@ -411,3 +412,31 @@ def test_prepare_cli_csv_and_nifti(haxby_root, muse_root, tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(["prepare", source, "--help"])
         assert opt in capsys.readouterr().out
+
+
+def test_prepare_cli_defaults_come_from_the_options_dataclasses():
+    import argparse
+    import dataclasses
+
+    from neurodecode.cli import prepare as cli_prepare
+    from neurodecode.readers.csv import CSVOptions
+    from neurodecode.readers.things_meg import ThingsMEGOptions
+
+    parser = argparse.ArgumentParser()
+    cli_prepare.add_arguments(parser)
+    for name, src in cli_prepare.SOURCES.items():
+        args = parser.parse_args([name, "--root", "r", "--out", "o"])
+        opts = getattr(cli_prepare._reader(name), src.options)()
+        assert cli_prepare.options_from_args(opts, args) == opts, name  # no flag given: the dataclass defaults
+    args = parser.parse_args(["csv", "--root", "r", "--out", "o", "--reject", "0", "--montage", "none",
+                              "--baseline", "None,0", "--channels", "TP9, AF7"])
+    got = cli_prepare.options_from_args(CSVOptions(), args)
+    assert (got.reject, got.montage, got.baseline, got.channels) == (None, None, (None, 0.0), ["TP9", "AF7"])
+    # keyword overrides reach nested options; unknown names and values are refused with a hint
+    meg = ThingsMEGOptions().updated(sfreq=100.0, test_repetitions=6)
+    assert (meg.processing.sfreq, meg.processing.tmin, meg.test_repetitions) == (100.0, 0.0, 6)
+    assert dataclasses.fields(meg)[-1].metadata["help"]
+    with pytest.raises(TypeError, match="'sfrq' \\(did you mean 'sfreq'\\?\\)"):
+        ThingsMEGOptions().updated(sfrq=100.0)
+    with pytest.raises(ValueError, match="Invalid value for the 'unit' parameter"):
+        CSVOptions(unit="kV")

@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from neurodecode.io.store import open_prepared
+from neurodecode.io.prepared import open_prepared
 
 pytestmark = pytest.mark.real_data
 

@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 
 from neurodecode.io.manifests import ManifestError
+from neurodecode.io.prepared import open_prepared
+from neurodecode.io.safeio import UnsafePickleError, load_pickled_dict
+from neurodecode.io.store import TrialStore as read_store
 from neurodecode.readers.things_eeg2 import (
     CHANNELS_63,
     POSTERIOR_17,
@@ -20,8 +23,6 @@ from neurodecode.readers.things_eeg2 import (
     preprocess_raw_session,
     read_preprocessed_file,
 )
-from neurodecode.io.safeio import UnsafePickleError, load_pickled_dict
-from neurodecode.io.store import open_prepared, read_store
 
 TRAIN_CONCEPTS = ["aardvark", "abacus", "air_conditioner", "airplane", "alligator", "alpaca"]
 TEST_CONCEPTS = ["aircraft_carrier", "bean", "cat"]

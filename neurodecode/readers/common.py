@@ -13,15 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from neurodecode._version import __version__
-from neurodecode.io.store import (
-    DATASET_FILENAME,
-    STIMULI_FILENAME,
-    StimulusTable,
-    StoreError,
-    store_filename,
-    validate_store,
-    write_dataset_meta,
-)
+from neurodecode.io.prepared import store_filename, write_dataset_meta
+from neurodecode.io.store import DATASET_FILENAME, STIMULI_FILENAME, StimulusTable, StoreError, validate_store
 from neurodecode.utils import PathLike, logger, to_jsonable
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")

@@ -24,19 +24,17 @@ can cross-validate by session or run.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from neurodecode._docs import fill_doc
 from neurodecode.io.store import StimulusTable, StoreWriter
-from neurodecode.utils import PathLike, logger, use_log_level
-from neurodecode.utils import progress as progress_bar
 from neurodecode.readers.common import (
     category_folder,
     finish_prepared,
@@ -48,25 +46,19 @@ from neurodecode.readers.common import (
     store_path,
     subject_label,
 )
-from neurodecode.readers.epochs import occurrence_index
-
-PREPARE_HELP = "CSV recordings (e.g. Muse headsets): timestamps, one column per channel, a marker column."
-PREPARE_DESCRIPTION = """\
-CSV recordings such as the Muse files of the NeuroTechX eeg-notebooks:
-
-  ROOT/[recordings/]subjectN/sessionM/*.csv   (also *.csv.csv)
-  header: timestamps,TP9,AF7,AF8,TP10,Right AUX,Marker0
-
-Each file is filtered (MNE), epoched around the non-zero markers and cleaned by peak-to-peak
-rejection. Markers map to category names (--event-map 1=face,2=house); the stimulus table has one
-row per category whose image path is the category's image folder (found under --images as NAME,
-NAMEs or NAMEes, or given with --image-folders). Duplicate files (same content) are dropped and
-reported. Every trial is 'train'; sessions and runs are kept for cross-validation.
-
-Example (the N170 data):
-  neurodecode prepare csv --root n170 --out prepared/n170 --event-map 1=face,2=house \\
-      --images n170/stimuli
-"""
+from neurodecode.readers.epochs_writer import occurrence_index
+from neurodecode.readers.options import (
+    ReaderOptions,
+    comma_list,
+    float_or_none,
+    nonzero_or_none,
+    option,
+    parse_baseline,
+    resolve_options,
+    str_or_none,
+)
+from neurodecode.utils import PathLike, logger, use_log_level
+from neurodecode.utils import progress as progress_bar
 
 UNITS = {"V": 1.0, "mV": 1e-3, "uV": 1e-6, "µV": 1e-6, "nV": 1e-9}
 MARKER_NAMES = ("marker", "markers", "marker0", "stim", "trigger", "event", "events")
@@ -74,6 +66,48 @@ MARKER_NAMES = ("marker", "markers", "marker0", "stim", "trigger", "event", "eve
 
 class CSVFormatError(ValueError):
     """A CSV recording that cannot be read; the message names the file, line and column."""
+
+
+@dataclass
+class CSVOptions(ReaderOptions):
+    """Options of :func:`prepare_csv`."""
+
+    GROUP: ClassVar[str] = "CSV recordings"
+
+    channels: list[str] | None = option(None, parse=comma_list,
+                                        help="comma-separated channel columns (default: all but time, marker and "
+                                             "*aux* columns)")
+    sfreq: float | None = option(None, parse=float_or_none,
+                                 help="sampling rate in Hz (default: estimated from the time column, e.g. 256 for "
+                                      "Muse)")
+    time_column: str = option("timestamps", help="time column, used to estimate --sfreq")
+    marker_column: str | None = option(None, help="marker column (default: the one column named "
+                                                  "marker/Marker0/stim/trigger/event)")
+    event_map: str | dict | None = option(None, help="marker value to category, e.g. '1=face,2=house' (default: "
+                                                     "each non-zero value is a category)")
+    images: Path | None = option(None, parse=Path, none="ROOT/stimuli",
+                                 help="folder with one image folder per category, as NAME, NAMEs or NAMEes")
+    image_folders: str | dict | None = option(None, help="explicit 'category=folder' pairs, comma-separated")
+    tmin: float = option(-0.1, help="epoch start in s")
+    tmax: float = option(0.8, help="epoch end in s, included")
+    l_freq: float | None = option(1.0, parse=float_or_none, help="high-pass edge in Hz ('none' or --no-filter: no "
+                                                                 "filter)")
+    h_freq: float | None = option(30.0, parse=float_or_none, help="low-pass edge in Hz")
+    baseline: tuple[float | None, float | None] | None = option(
+        None, parse=parse_baseline, help="baseline window 'a,b' in s, e.g. 'None,0'")
+    reject: float | None = option(100.0, parse=nonzero_or_none(float),
+                                  help="peak-to-peak rejection threshold in --unit (default 100 uV); 0 keeps every "
+                                       "epoch")
+    unit: str = option("uV", choices=tuple(UNITS), help="unit of the CSV values; stores hold volts")
+    montage: str | None = option("colin27_1005", parse=str_or_none,
+                                 help="MNE standard montage for channel positions ('none' to skip)")
+    subjects: list[str] | None = option(None, parse=comma_list,
+                                        help="comma-separated subject labels to prepare (default all)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.baseline is not None:
+            self.baseline = parse_baseline(self.baseline)
 
 
 @dataclass
@@ -269,29 +303,16 @@ def _epoch_file(rec: Recording, data: np.ndarray, header: list[str], *, tcol, mc
                     "n_rejected": int(len(events) - n_ok)}
 
 
+@fill_doc
 def prepare_csv(
     root: PathLike,
     out: PathLike,
+    options: CSVOptions | None = None,
     *,
-    channels: Sequence[str] | None = None,
-    sfreq: float | None = None,
-    time_column: str = "timestamps",
-    marker_column: str | None = None,
-    event_map: str | Mapping[Any, str] | None = None,
-    images: PathLike | None = None,
-    image_folders: str | Mapping[str, PathLike] | None = None,
-    tmin: float = -0.1,
-    tmax: float = 0.8,
-    l_freq: float | None = 1.0,
-    h_freq: float | None = 30.0,
-    baseline: tuple[float | None, float | None] | None = None,
-    reject: float | None = 100.0,
-    unit: str = "uV",
-    montage: str | None = "colin27_1005",
-    subjects: Sequence[str] | None = None,
     overwrite: bool = False,
     progress: bool = True,
     verbose: bool | str | None = None,
+    **fields: Any,
 ) -> Path:
     """Prepare CSV recordings into EEG trial stores (see the module docstring).
 
@@ -302,63 +323,56 @@ def prepare_csv(
         (and, optionally, ``stimuli/``).
     out : path-like
         Output folder.
-    channels : list of str | None
-        Channel columns; default: every column but the time and marker columns and auxiliary
-        inputs (names containing "aux").
-    sfreq : float | None
-        Sampling rate in Hz; default: estimated from the time column (and reported).
-    time_column : str
-        Name of the time column (only used to estimate ``sfreq``).
-    marker_column : str | None
-        Marker column; default: the one column named marker/Marker0/stim/trigger/event.
-    event_map : str | dict | None
-        Marker value -> category, e.g. ``"1=face,2=house"``; values not listed are ignored. Default:
-        every non-zero value is its own category named after the value.
-    images : path-like | None
-        Folder holding one image folder per category (``NAME``, ``NAMEs`` or ``NAMEes``); default
-        ``root/stimuli`` when it exists.
-    image_folders : str | dict | None
-        Explicit ``category=folder`` pairs (override ``images``).
-    tmin, tmax : float
-        Epoch window in s (both ends included, as ``mne.Epochs``).
-    l_freq, h_freq : float | None
-        Band-pass edges in Hz (``mne.io.Raw.filter``).
-    baseline : tuple | None
-        Baseline window (default none).
-    reject : float | None
-        Peak-to-peak rejection threshold, in ``unit`` (default 100 uV); ``None`` keeps every epoch.
-    unit : str
-        Unit of the CSV values: ``V``, ``mV``, ``uV`` or ``nV``; stores hold volts.
-    montage : str | None
-        MNE standard montage for channel positions (used when it knows every channel).
-    subjects : list of str | None
-        Subject labels to prepare (default all).
-    overwrite, progress, verbose
-        Rebuild finished subjects; show progress bars; log level.
+    options : CSVOptions | None
+        The options (defaults: :class:`CSVOptions`). ``channels``: channel columns (default: every
+        column but the time and marker columns and auxiliary inputs, names containing "aux").
+        ``sfreq``: sampling rate in Hz (default: estimated from the time column, and reported).
+        ``time_column``: name of the time column (only used to estimate ``sfreq``).
+        ``marker_column``: default: the one column named marker/Marker0/stim/trigger/event.
+        ``event_map``: marker value -> category, e.g. ``"1=face,2=house"``; values not listed are
+        ignored (default: every non-zero value is its own category named after the value).
+        ``images``, ``image_folders``: see below (``images`` defaults to ``root/stimuli`` when it
+        exists). ``tmin``, ``tmax``: epoch window in s (both ends included, as ``mne.Epochs``).
+        ``l_freq``, ``h_freq``: band-pass edges in Hz (``mne.io.Raw.filter``). ``baseline``:
+        baseline window (default none). ``reject``: peak-to-peak rejection threshold, in ``unit``
+        (default 100 uV); ``None`` keeps every epoch. ``unit``: unit of the CSV values, ``V``,
+        ``mV``, ``uV`` or ``nV``; stores hold volts. ``montage``: MNE standard montage for channel
+        positions (used when it knows every channel). ``subjects``: subject labels to prepare
+        (default all).
+    %(overwrite)s
+    %(progress)s
+    %(verbose)s
+    %(fields)s
 
     Returns
     -------
-    out : Path
+    %(returns_out)s
+
+    Notes
+    -----
+    Image folders of the categories:
+
+    %(images_categories)s
     """
-    if unit not in UNITS:
-        raise ValueError(f"Invalid value for the 'unit' parameter. Allowed values are {list(UNITS)}, but got {unit!r}.")
-    unit_scale = UNITS[unit]
+    opt = resolve_options(CSVOptions, options, fields)
+    images = opt.images
+    unit_scale = UNITS[opt.unit]
     root, out = Path(root), Path(out)
     with use_log_level(verbose):
         recs, dups = find_recordings(root)
-        if subjects is not None:
-            want = {subject_label(f"sub-{s}", str(s)) if str(s).isdigit() else str(s) for s in subjects}
+        if opt.subjects is not None:
+            want = {subject_label(f"sub-{s}", str(s)) if str(s).isdigit() else str(s) for s in opt.subjects}
             recs = [r for r in recs if r.subject in want]
             if not recs:
                 raise ValueError(f"No recording of subject(s) {sorted(want)} under {root}.")
-        mapping = parse_mapping(event_map, what="event_map")
+        mapping = parse_mapping(opt.event_map, what="event_map")
         try:
             code_names = {int(k): v for k, v in mapping.items()}
         except ValueError:
             raise ValueError(f"event_map keys must be integer marker values, got {list(mapping)}.") from None
         if images is None and (root / "stimuli").is_dir():
             images = root / "stimuli"
-        explicit = parse_mapping(image_folders, what="image_folders") if image_folders is not None else {}
+        explicit = parse_mapping(opt.image_folders, what="image_folders") if opt.image_folders is not None else {}
 
         out.mkdir(parents=True, exist_ok=True)
         by_subject: dict[str, list[Recording]] = {}
@@ -374,8 +388,8 @@ def prepare_csv(
             chans_ref: list[str] | None = None
             for rec in progress_bar(srecs, enabled=progress, desc=f"sub-{subject}", unit="file"):
                 header, data = read_csv_recording(rec.path)
-                tcol, mcol, chans, skipped = _pick_columns(rec.path, header, time_column=time_column,
-                                                           marker_column=marker_column, channels=channels)
+                tcol, mcol, chans, skipped = _pick_columns(rec.path, header, time_column=opt.time_column,
+                                                           marker_column=opt.marker_column, channels=opt.channels)
                 if chans_ref is None:
                     chans_ref = chans
                     if skipped:
@@ -384,18 +398,18 @@ def prepare_csv(
                 elif chans != chans_ref:
                     raise CSVFormatError(f"{rec.path}: channels {chans} differ from {chans_ref} in the subject's "
                                          "other files. Pass channels= explicitly.")
-                fs = sfreq
+                fs = opt.sfreq
                 if fs is None:
                     if tcol is None:
-                        raise CSVFormatError(f"{rec.path}: no time column {time_column!r} to estimate the sampling "
+                        raise CSVFormatError(f"{rec.path}: no time column {opt.time_column!r} to estimate the sampling "
                                              "rate from. Pass --sfreq.")
                     fs = estimate_sfreq(data[:, header.index(tcol)])
                 sfreq_used[str(rec.path.relative_to(root))] = fs
                 cn = code_names or {int(c): _num(c) for c in np.unique(data[:, header.index(mcol)]) if c != 0}
                 epochs, stats = _epoch_file(rec, data, header, tcol=tcol, mcol=mcol, chans=chans, sfreq=fs,
-                                            unit_scale=unit_scale, code_names=cn, l_freq=l_freq, h_freq=h_freq,
-                                            tmin=tmin, tmax=tmax, baseline=baseline, reject=reject,
-                                            montage=montage, verbose=verbose)
+                                            unit_scale=unit_scale, code_names=cn, l_freq=opt.l_freq, h_freq=opt.h_freq,
+                                            tmin=opt.tmin, tmax=opt.tmax, baseline=opt.baseline, reject=opt.reject,
+                                            montage=opt.montage, verbose=verbose)
                 del data
                 file_info.append({"file": str(rec.path.relative_to(root)), "session": rec.session, "run": rec.run,
                                   "sfreq": fs, **stats})
@@ -430,13 +444,13 @@ def prepare_csv(
             signals = np.concatenate(chunks)
             n = len(signals)
             prov = [provenance_step("read_csv", root=str(root), files=[fi["file"] for fi in file_info],
-                                    channels=chans_ref, sfreq=sfreq, sfreq_used=sorted(set(sfreq_used.values())),
-                                    time_column=time_column, marker_column=marker_column,
+                                    channels=chans_ref, sfreq=opt.sfreq, sfreq_used=sorted(set(sfreq_used.values())),
+                                    time_column=opt.time_column, marker_column=opt.marker_column,
                                     event_map={str(k): v for k, v in code_names.items()} or "marker values",
-                                    unit=unit, duplicates_dropped=dups),
-                    provenance_step("mne_epochs", l_freq=l_freq, h_freq=h_freq, tmin=tmin, tmax=tmax,
-                                    baseline=None if baseline is None else list(baseline),
-                                    reject_peak_to_peak=reject, reject_unit=unit, montage=montage)]
+                                    unit=opt.unit, duplicates_dropped=dups),
+                    provenance_step("mne_epochs", l_freq=opt.l_freq, h_freq=opt.h_freq, tmin=opt.tmin, tmax=opt.tmax,
+                                    baseline=None if opt.baseline is None else list(opt.baseline),
+                                    reject_peak_to_peak=opt.reject, reject_unit=opt.unit, montage=opt.montage)]
             with StoreWriter(store_path(out, subject), n, signals.shape[1:], modality="eeg", stimuli=table,
                              subject=subject, sfreq=float(info["sfreq"]), tmin=tmin_used, info=info,
                              provenance=prov) as w:
@@ -463,9 +477,9 @@ def prepare_csv(
                 "source": "csv", "modality": "eeg", "root": str(root), "duplicates_dropped": dups,
                 "stimulus_level": "category: image_path is the category's image folder; its teacher embedding is "
                                   "the mean of the embeddings of the folder's images",
-                "options": {"channels": None if channels is None else list(channels), "sfreq": sfreq,
-                            "event_map": {str(k): v for k, v in code_names.items()}, "tmin": tmin, "tmax": tmax,
-                            "l_freq": l_freq, "h_freq": h_freq, "reject": reject, "unit": unit}}, infos)
+                "options": {"channels": None if opt.channels is None else list(opt.channels), "sfreq": opt.sfreq,
+                            "event_map": {str(k): v for k, v in code_names.items()}, "tmin": opt.tmin, "tmax": opt.tmax,
+                            "l_freq": opt.l_freq, "h_freq": opt.h_freq, "reject": opt.reject, "unit": opt.unit}}, infos)
         elif dups:
             logger.warning(f"{len(dups)} duplicate file(s) dropped")
     return out
@@ -475,52 +489,5 @@ def _num(c: float) -> str:
     return str(int(c)) if float(c).is_integer() else str(c)
 
 
-# --------------------------------------------------------------------------------------------------
-# command line
-# --------------------------------------------------------------------------------------------------
-def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``neurodecode prepare csv``."""
-    g = parser.add_argument_group("CSV recordings")
-    g.add_argument("--channels", default=None,
-                   help="comma-separated channel columns (default: all but time, marker and *aux* columns)")
-    g.add_argument("--sfreq", type=float, default=None,
-                   help="sampling rate in Hz (default: estimated from the time column, e.g. 256 for Muse)")
-    g.add_argument("--time-column", default="timestamps", help="time column, used to estimate --sfreq (default timestamps)")
-    g.add_argument("--marker-column", default=None,
-                   help="marker column (default: the one column named marker/Marker0/stim/trigger/event)")
-    g.add_argument("--event-map", default=None,
-                   help="marker value to category, e.g. '1=face,2=house' (default: each non-zero value is a category)")
-    g.add_argument("--images", type=Path, default=None,
-                   help="folder with one image folder per category, as NAME, NAMEs or NAMEes (default ROOT/stimuli)")
-    g.add_argument("--image-folders", default=None, help="explicit 'category=folder' pairs, comma-separated")
-    g.add_argument("--tmin", type=float, default=-0.1, help="epoch start in s (default -0.1)")
-    g.add_argument("--tmax", type=float, default=0.8, help="epoch end in s, included (default 0.8)")
-    g.add_argument("--l-freq", type=float, default=1.0, help="high-pass edge in Hz (default 1; 'none' via --no-filter)")
-    g.add_argument("--h-freq", type=float, default=30.0, help="low-pass edge in Hz (default 30)")
-    g.add_argument("--no-filter", action="store_true", help="do not band-pass filter")
-    g.add_argument("--baseline", default=None, help="baseline window 'a,b' in s, e.g. 'None,0' (default: none)")
-    g.add_argument("--reject", type=float, default=100.0,
-                   help="peak-to-peak rejection threshold in --unit (default 100 uV); 0 keeps every epoch")
-    g.add_argument("--unit", choices=sorted(UNITS), default="uV", help="unit of the CSV values (default uV)")
-    g.add_argument("--montage", default="colin27_1005",
-                   help="MNE standard montage for channel positions ('none' to skip; default colin27_1005)")
-    g.add_argument("--subjects", default=None, help="comma-separated subject labels to prepare (default all)")
-
-
-def prepare_from_args(args: argparse.Namespace) -> Path:
-    """Run ``neurodecode prepare csv`` from parsed arguments."""
-    from neurodecode.readers.epochs import parse_baseline
-
-    split = (lambda s: None if s is None else [t.strip() for t in s.split(",") if t.strip()])  # noqa: E731
-    return prepare_csv(
-        args.root, args.out, channels=split(args.channels), sfreq=args.sfreq, time_column=args.time_column,
-        marker_column=args.marker_column, event_map=args.event_map, images=args.images,
-        image_folders=args.image_folders, tmin=args.tmin, tmax=args.tmax,
-        l_freq=None if args.no_filter else args.l_freq, h_freq=None if args.no_filter else args.h_freq,
-        baseline=parse_baseline(args.baseline), reject=args.reject or None, unit=args.unit,
-        montage=None if str(args.montage).lower() == "none" else args.montage, subjects=split(args.subjects),
-        overwrite=args.overwrite, progress=not args.no_progress, verbose=args.verbose or None)
-
-
-__all__ = ["prepare_csv", "find_recordings", "read_csv_recording", "estimate_sfreq", "CSVFormatError",
-           "PREPARE_HELP", "PREPARE_DESCRIPTION", "add_prepare_arguments", "prepare_from_args"]
+__all__ = ["CSVOptions", "prepare_csv", "find_recordings", "read_csv_recording", "estimate_sfreq",
+           "CSVFormatError"]

@@ -21,19 +21,16 @@ nibabel is an optional dependency (``pip install 'neurodecode[fmri]'``).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from neurodecode._docs import fill_doc
 from neurodecode.io.store import StimulusTable, StoreWriter
-from neurodecode.utils import PathLike, logger, use_log_level
-from neurodecode.utils import progress as progress_bar
 from neurodecode.readers.common import (
     category_folder,
     finish_prepared,
@@ -44,22 +41,10 @@ from neurodecode.readers.common import (
     store_path,
     subject_label,
 )
-from neurodecode.readers.epochs import occurrence_index
-
-PREPARE_HELP = "Block-design fMRI: NIfTI runs with BIDS-style events.tsv (onset, duration, trial_type), optional mask."
-PREPARE_DESCRIPTION = """\
-Block-design fMRI (e.g. Haxby et al. 2001): 4-D NIfTI runs found under ROOT by --bold (a file name
-pattern, default '*bold.nii*'), each with an events table (--events, default: the BIDS sibling
-'<name>_events.tsv', else the one '*events.tsv' next to it) holding onset, duration, trial_type.
-
-One sample per block: voxels are z-scored within each run, then averaged from onset + --delay
-(default 4 s) to the block's end. Labels are trial types, runs are kept for leave-one-run-out
-cross-validation. --mask (a NIfTI with voxels > 0; '{subject}' is replaced by the subject label)
-restricts the voxels.
-
-Example (the Haxby data):
-  neurodecode prepare nifti --root haxby2001 --out prepared/haxby --bold bold_1slice.nii.gz
-"""
+from neurodecode.readers.epochs_writer import occurrence_index
+from neurodecode.readers.options import ReaderOptions, comma_list, option, resolve_options
+from neurodecode.utils import PathLike, logger, use_log_level
+from neurodecode.utils import progress as progress_bar
 
 
 def require_nibabel():
@@ -70,6 +55,31 @@ def require_nibabel():
         raise ImportError("Reading NIfTI files needs nibabel, an optional dependency: "
                           "pip install 'neurodecode[fmri]' (or pip install nibabel).") from None
     return nibabel
+
+
+@dataclass
+class NiftiOptions(ReaderOptions):
+    """Options of :func:`prepare_nifti`."""
+
+    GROUP: ClassVar[str] = "block-design NIfTI"
+
+    bold: str = option("*bold.nii*", help="file name pattern of the 4-D runs, searched recursively (Haxby: "
+                                          "'bold_1slice.nii.gz' or 'bold_25mm.nii.gz')")
+    events: str | None = option(None, help="events file name pattern next to each run (default: '<run>_events.tsv', "
+                                           "else the one '*events.tsv' in the run's folder)")
+    mask: str | None = option(None, help="3-D NIfTI mask (voxels > 0), relative to --root or absolute; '{subject}' is "
+                                         "replaced by the subject label (default: every voxel that varies)")
+    tr: float | None = option(None, help="repetition time in s", none="from the NIfTI header")
+    delay: float = option(4.0, help="hemodynamic delay in s: average volumes from onset + DELAY to the block's end")
+    standardize: bool = option(True, help="do not z-score voxels within each run")
+    images: Path | None = option(None, parse=Path,
+                                 help="folder with one image folder per category (NAME, NAMEs or NAMEes)",
+                                 none="no image paths")
+    image_folders: str | None = option(None, help="explicit 'category=folder' pairs, comma-separated")
+    trial_types: list[str] | None = option(None, parse=comma_list,
+                                           help="comma-separated trial types to keep (default all)")
+    subjects: list[str] | None = option(None, parse=comma_list,
+                                        help="comma-separated subject labels (default all found)")
 
 
 @dataclass
@@ -190,23 +200,16 @@ def _tr_of(img, path: Path, tr: float | None) -> float:
 # --------------------------------------------------------------------------------------------------
 # reader
 # --------------------------------------------------------------------------------------------------
+@fill_doc
 def prepare_nifti(
     root: PathLike,
     out: PathLike,
+    options: NiftiOptions | None = None,
     *,
-    bold: str = "*bold.nii*",
-    events: str | None = None,
-    mask: PathLike | None = None,
-    tr: float | None = None,
-    delay: float = 4.0,
-    standardize: bool = True,
-    images: PathLike | None = None,
-    image_folders: str | Mapping[str, PathLike] | None = None,
-    trial_types: Sequence[str] | None = None,
-    subjects: Sequence[str] | None = None,
     overwrite: bool = False,
     progress: bool = True,
     verbose: bool | str | None = None,
+    **fields: Any,
 ) -> Path:
     """Prepare block-design NIfTI runs into fMRI trial stores, one sample per block.
 
@@ -216,46 +219,45 @@ def prepare_nifti(
         Folder searched for runs.
     out : path-like
         Output folder.
-    bold : str
-        File name pattern of the runs (``root.rglob``), or a path pattern relative to ``root``.
-    events : str | None
-        File name pattern of the events table in the run's folder (default: BIDS sibling, else the
-        one ``*events.tsv`` there).
-    mask : path-like | None
-        3-D NIfTI mask (voxels > 0), relative to ``root`` or absolute; ``{subject}`` is replaced by
-        the subject label. Default: every voxel that varies in at least one run.
-    tr : float | None
-        Repetition time in s (default: from the NIfTI header).
-    delay : float
-        Hemodynamic delay in s: a block's sample averages volumes from ``onset + delay`` to its end.
-    standardize : bool
-        z-score each voxel within each run before averaging.
-    images : path-like | None
-        Folder of per-category image folders (``NAME``, ``NAMEs`` or ``NAMEes``).
-    image_folders : str | dict | None
-        Explicit ``category=folder`` pairs.
-    trial_types : list of str | None
-        Keep only these trial types (default all).
-    subjects : list of str | None
-        Subject labels to prepare (default all found).
-    overwrite, progress, verbose
-        Rebuild finished subjects; show progress bars; log level.
+    options : NiftiOptions | None
+        The options (defaults: :class:`NiftiOptions`). ``bold``: file name pattern of the runs
+        (``root.rglob``), or a path pattern relative to ``root``. ``events``: file name pattern of
+        the events table in the run's folder (default: BIDS sibling, else the one
+        ``*events.tsv`` there). ``mask``: 3-D NIfTI mask (voxels > 0), relative to ``root`` or
+        absolute; ``{subject}`` is replaced by the subject label (default: every voxel that varies
+        in at least one run). ``tr``: repetition time in s (default: from the NIfTI header).
+        ``delay``: hemodynamic delay in s; a block's sample averages volumes from
+        ``onset + delay`` to its end. ``standardize``: z-score each voxel within each run before
+        averaging. ``images``, ``image_folders``: per-category image folders (see below).
+        ``trial_types``: keep only these trial types (default all). ``subjects``: subject labels
+        to prepare (default all found).
+    %(overwrite)s
+    %(progress)s
+    %(verbose)s
+    %(fields)s
 
     Returns
     -------
-    out : Path
+    %(returns_out)s
+
+    Notes
+    -----
+    Image folders of the categories:
+
+    %(images_categories)s
     """
+    opt = resolve_options(NiftiOptions, options, fields)
     nib = require_nibabel()
     root, out = Path(root), Path(out)
     with use_log_level(verbose):
-        runs = find_runs(root, bold=bold, events=events)
-        if subjects is not None:
-            want = {str(s) for s in subjects}
+        runs = find_runs(root, bold=opt.bold, events=opt.events)
+        if opt.subjects is not None:
+            want = {str(s) for s in opt.subjects}
             runs = [r for r in runs if r.subject in want]
             if not runs:
                 raise ValueError(f"No run of subject(s) {sorted(want)} under {root}.")
-        explicit = parse_mapping(image_folders, what="image_folders") if image_folders is not None else {}
-        keep_types = None if trial_types is None else set(trial_types)
+        explicit = parse_mapping(opt.image_folders, what="image_folders") if opt.image_folders is not None else {}
+        keep_types = None if opt.trial_types is None else set(opt.trial_types)
         by_subject: dict[str, list[Run]] = {}
         for r in runs:
             by_subject.setdefault(r.subject, []).append(r)
@@ -275,25 +277,25 @@ def prepare_nifti(
                 elif tuple(img.shape[:3]) != shape3:
                     raise ValueError(f"{r.bold}: volume shape {img.shape[:3]} differs from {shape3} of "
                                      f"{sruns[0].bold}; all runs of a subject must share one grid.")
-                t = trs[r.bold] = _tr_of(img, r.bold, tr)
+                t = trs[r.bold] = _tr_of(img, r.bold, opt.tr)
                 for ev in read_events(r.events):
                     if keep_types is not None and ev["trial_type"] not in keep_types:
                         continue
-                    vols = block_volumes(ev["onset"], ev["duration"], t, img.shape[3], delay)
+                    vols = block_volumes(ev["onset"], ev["duration"], t, img.shape[3], opt.delay)
                     if len(vols) == 0:
                         skipped.append(f"{r.events.name} onset {ev['onset']}")
                         continue
                     r.blocks.append({**ev, "volumes": vols})
             if skipped:
-                logger.warning(f"sub-{subject}: {len(skipped)} block(s) have no volume after the {delay} s delay "
+                logger.warning(f"sub-{subject}: {len(skipped)} block(s) have no volume after the {opt.delay} s delay "
                                f"and are skipped: {skipped[:5]}")
             n = sum(len(r.blocks) for r in sruns)
             if n == 0:
-                raise ValueError(f"sub-{subject}: no block to write (trial_types={trial_types}).")
+                raise ValueError(f"sub-{subject}: no block to write (trial_types={opt.trial_types}).")
             vox_mask = None
             mask_file = None
-            if mask is not None:
-                mask_file = Path(str(mask).replace("{subject}", subject))
+            if opt.mask is not None:
+                mask_file = Path(str(opt.mask).replace("{subject}", subject))
                 if not mask_file.is_absolute():
                     mask_file = root / mask_file
                 if not mask_file.is_file():
@@ -317,7 +319,7 @@ def prepare_nifti(
                     ts = ts[flat_idx]
                 sd = ts.std(axis=1)
                 varying = sd > 0 if varying is None else (varying | (sd > 0))
-                if standardize:
+                if opt.standardize:
                     mu = ts.mean(axis=1, keepdims=True)
                     ts = np.where(sd[:, None] > 0, (ts - mu) / np.where(sd > 0, sd, 1.0)[:, None], 0.0)
                 for b in r.blocks:
@@ -337,20 +339,20 @@ def prepare_nifti(
             cats = list(dict.fromkeys(labels))
             paths = []
             for c in cats:
-                folder = category_folder(Path(images), c, explicit) if images is not None or explicit else None
-                if images is not None and folder is None:
-                    logger.warning(f"no image folder for category {c!r} under {images}")
+                folder = category_folder(Path(opt.images), c, explicit) if opt.images is not None or explicit else None
+                if opt.images is not None and folder is None:
+                    logger.warning(f"no image folder for category {c!r} under {opt.images}")
                 paths.append("" if folder is None else str(folder.resolve()))
             table = StimulusTable(cats, cats, paths, ["train"] * len(cats), root=None)
-            prov = [provenance_step("nifti_blocks", root=str(root), bold=bold, events=events,
+            prov = [provenance_step("nifti_blocks", root=str(root), bold=opt.bold, events=opt.events,
                                     runs=[str(r.bold.relative_to(root)) for r in sruns],
                                     mask=None if mask_file is None else str(mask_file), tr=sorted(set(trs.values())),
-                                    delay=delay, window="[onset + delay, onset + duration)", standardize=standardize,
-                                    trial_types=None if trial_types is None else list(trial_types),
+                                    delay=opt.delay, window="[onset + delay, onset + duration)", standardize=opt.standardize,
+                                    trial_types=None if opt.trial_types is None else list(opt.trial_types),
                                     n_voxels=int(signals.shape[1]))]
             with StoreWriter(store_path(out, subject), len(signals), (signals.shape[1],), modality="fmri",
                              stimuli=table, subject=subject, provenance=prov,
-                             attrs={"tr": float(next(iter(trs.values()))), "delay": delay}) as w:
+                             attrs={"tr": float(next(iter(trs.values()))), "delay": opt.delay}) as w:
                 w.write(0, signals)
                 w.finish(stimulus_id=labels, split=["train"] * len(labels), repetition=occurrence_index(labels),
                          session=np.asarray(sessions, np.int32),
@@ -373,46 +375,9 @@ def prepare_nifti(
                 "stimulus_level": "category: one sample per block; image_path (when given) is the category's image "
                                   "folder, embedded as the mean of its images",
                 "cross_validation": "leave one run out with the per-trial field 'run'",
-                "options": {"bold": bold, "events": events, "mask": None if mask is None else str(mask), "tr": tr,
-                            "delay": delay, "standardize": standardize}}, infos)
+                "options": {"bold": opt.bold, "events": opt.events, "mask": None if opt.mask is None else str(opt.mask), "tr": opt.tr,
+                            "delay": opt.delay, "standardize": opt.standardize}}, infos)
     return out
 
 
-# --------------------------------------------------------------------------------------------------
-# command line
-# --------------------------------------------------------------------------------------------------
-def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``neurodecode prepare nifti``."""
-    g = parser.add_argument_group("block-design NIfTI")
-    g.add_argument("--bold", default="*bold.nii*",
-                   help="file name pattern of the 4-D runs, searched recursively (default '*bold.nii*'; "
-                        "Haxby: 'bold_1slice.nii.gz' or 'bold_25mm.nii.gz')")
-    g.add_argument("--events", default=None,
-                   help="events file name pattern next to each run (default: '<run>_events.tsv', else the one "
-                        "'*events.tsv' in the run's folder)")
-    g.add_argument("--mask", default=None,
-                   help="3-D NIfTI mask (voxels > 0), relative to --root or absolute; '{subject}' is replaced by the "
-                        "subject label (default: every voxel that varies)")
-    g.add_argument("--tr", type=float, default=None, help="repetition time in s (default: from the NIfTI header)")
-    g.add_argument("--delay", type=float, default=4.0,
-                   help="hemodynamic delay in s: average volumes from onset + DELAY to the block's end (default 4)")
-    g.add_argument("--no-standardize", action="store_true", help="do not z-score voxels within each run")
-    g.add_argument("--images", type=Path, default=None,
-                   help="folder with one image folder per category (NAME, NAMEs or NAMEes)")
-    g.add_argument("--image-folders", default=None, help="explicit 'category=folder' pairs, comma-separated")
-    g.add_argument("--trial-types", default=None, help="comma-separated trial types to keep (default all)")
-    g.add_argument("--subjects", default=None, help="comma-separated subject labels (default all found)")
-
-
-def prepare_from_args(args: argparse.Namespace) -> Path:
-    """Run ``neurodecode prepare nifti`` from parsed arguments."""
-    split = (lambda s: None if s is None else [t.strip() for t in s.split(",") if t.strip()])  # noqa: E731
-    return prepare_nifti(
-        args.root, args.out, bold=args.bold, events=args.events, mask=args.mask, tr=args.tr, delay=args.delay,
-        standardize=not args.no_standardize, images=args.images, image_folders=args.image_folders,
-        trial_types=split(args.trial_types), subjects=split(args.subjects), overwrite=args.overwrite,
-        progress=not args.no_progress, verbose=args.verbose or None)
-
-
-__all__ = ["prepare_nifti", "find_runs", "read_events", "block_volumes", "require_nibabel",
-           "PREPARE_HELP", "PREPARE_DESCRIPTION", "add_prepare_arguments", "prepare_from_args"]
+__all__ = ["NiftiOptions", "prepare_nifti", "find_runs", "read_events", "block_volumes", "require_nibabel"]

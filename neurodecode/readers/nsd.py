@@ -42,38 +42,21 @@ without category labels in this layout).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from neurodecode._docs import fill_doc
+from neurodecode.io.manifests import check_root, load_manifest
 from neurodecode.io.store import StimulusTable, StoreWriter
+from neurodecode.readers.common import finish_prepared, is_done, provenance_step, store_path
+from neurodecode.readers.options import ReaderOptions, comma_list, option, resolve_options
 from neurodecode.utils import PathLike, atomic_path, logger, use_log_level
 from neurodecode.utils import progress as progress_bar
-from neurodecode.readers.common import finish_prepared, is_done, provenance_step, store_path
-from neurodecode.io.manifests import check_root, load_manifest
-
-PREPARE_HELP = "Natural Scenes Dataset: single-trial betas (HDF5) in an ROI such as nsdgeneral, 1000 shared test images."
-PREPARE_DESCRIPTION = """\
-NSD (Allen et al. 2022) from its public layout:
-
-  ROOT/nsddata/experiments/nsd/nsd_expdesign.mat
-  ROOT/nsddata/ppdata/subjXX/func1pt8mm/roi/nsdgeneral.nii.gz
-  ROOT/nsddata_betas/ppdata/subjXX/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_sessionNN.hdf5
-  ROOT/nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5
-
-Betas (int16, percent signal change x 300; h5py order trials x Z x Y x X) are read session by
-session and chunk by chunk, masked with the ROI (nibabel order X x Y x Z, voxels > 0), divided by
-300 and z-scored per voxel within each session. The 1000 shared images (sharedix) are the test set;
-their up-to-3 repetitions are stored one by one (repetition 0-2) and averaged at load time. The
-subject's images are written once to OUT/images/nsd-NNNNN.png unless --no-images.
-
-Example:
-  neurodecode prepare nsd --root NSD --out prepared/nsd --subjects 01,02 --sessions 1-37
-"""
 
 EXPDESIGN = "nsddata/experiments/nsd/nsd_expdesign.mat"
 STIMULI = "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5"
@@ -82,6 +65,50 @@ BETAS_DIR = "nsddata_betas/ppdata/subj{subject}/{space}/{betas}"
 BETAS_FILE = "betas_session{session:02d}.hdf5"
 SUBJECTS = tuple(f"{i:02d}" for i in range(1, 9))
 BETA_SCALE = 300.0
+
+
+# --------------------------------------------------------------------------------------------------
+# options
+# --------------------------------------------------------------------------------------------------
+def parse_sessions(text: str | None) -> list[int] | None:
+    """``"1-3,5"`` -> ``[1, 2, 3, 5]``."""
+    if text is None:
+        return None
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out += list(range(int(a), int(b) + 1))
+        else:
+            out.append(int(part))
+    return sorted(set(out))
+
+
+
+@dataclass
+class NSDOptions(ReaderOptions):
+    """Options of :func:`prepare_nsd`."""
+
+    GROUP: ClassVar[str] = "NSD"
+
+    subjects: list[str] | None = option(None, parse=comma_list,
+                                        help="comma-separated subjects 01-08 (default: every subject with a betas "
+                                             "folder)")
+    sessions: list[int] | None = option(None, parse=parse_sessions,
+                                        help="sessions to read, e.g. '1-37' or '1,2,5' (default: every "
+                                             "betas_sessionNN.hdf5 present)")
+    roi: str = option("nsdgeneral", help="ROI file in ppdata/subjXX/<space>/roi/ (voxels > 0 are kept)")
+    space: str = option("func1pt8mm", choices=("func1pt8mm", "func1mm"), help="volume preparation")
+    betas: str = option("betas_fithrf_GLMdenoise_RR", help="beta version folder")
+    trials_per_session: int = option(750, help="trials per session file")
+    zscore: bool = option(True, help="keep percent signal change (no per-session z-score)")
+    extract_images: bool = option(True, flag="--no-images",
+                                  help="do not extract images to OUT/images (the stimulus table then has no image "
+                                       "paths)")
+    chunk_trials: int = option(50, help="trials (whole volumes) read from HDF5 at a time; bounds memory")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -170,22 +197,16 @@ def _check_layout(root: Path, subjects: list[str], sessions: list[int] | None, *
     check_root(root, man, "func1pt8mm", subjects=subjects)
 
 
+@fill_doc
 def prepare_nsd(
     root: PathLike,
     out: PathLike,
+    options: NSDOptions | None = None,
     *,
-    subjects: list[str] | None = None,
-    sessions: list[int] | None = None,
-    roi: str = "nsdgeneral",
-    space: str = "func1pt8mm",
-    betas: str = "betas_fithrf_GLMdenoise_RR",
-    trials_per_session: int = 750,
-    zscore: bool = True,
-    extract_images: bool = True,
-    chunk_trials: int = 50,
     overwrite: bool = False,
     progress: bool = True,
     verbose: bool | str | None = None,
+    **fields: Any,
 ) -> Path:
     """Prepare NSD single-trial betas into fMRI trial stores (see the module docstring).
 
@@ -195,32 +216,26 @@ def prepare_nsd(
         NSD root (holding ``nsddata``, ``nsddata_betas``, ``nsddata_stimuli``).
     out : path-like
         Output folder.
-    subjects : list of str | None
-        ``"01"``..``"08"``; default: subjects with a betas folder (else ``01``, so the manifest check
-        says what to download).
-    sessions : list of int | None
-        1-based sessions; default: every ``betas_sessionNN.hdf5`` present for the subject.
-    roi : str
-        ROI file name in ``roi/`` (voxels > 0 are kept).
-    space : str
-        ``func1pt8mm`` or ``func1mm``.
-    betas : str
-        Beta version folder.
-    trials_per_session : int
-        Trials per session file (750 in NSD).
-    zscore : bool
-        z-score each voxel within each session.
-    extract_images : bool
-        Write the subject's images as PNG under ``out/images``.
-    chunk_trials : int
-        Trials read from HDF5 at a time (a chunk holds whole volumes).
-    overwrite, progress, verbose
-        Rebuild finished subjects; show progress bars; log level.
+    options : NSDOptions | None
+        The options (defaults: :class:`NSDOptions`). ``subjects``: ``"01"``..``"08"`` (default:
+        subjects with a betas folder, else ``01``, so the manifest check says what to download).
+        ``sessions``: 1-based sessions (default: every ``betas_sessionNN.hdf5`` present for the
+        subject). ``roi``: ROI file name in ``roi/`` (voxels > 0 are kept). ``space``:
+        ``func1pt8mm`` or ``func1mm``. ``betas``: beta version folder. ``trials_per_session``:
+        trials per session file (750 in NSD). ``zscore``: z-score each voxel within each session.
+        ``extract_images``: write the subject's images as PNG under ``out/images``.
+        ``chunk_trials``: trials read from HDF5 at a time (a chunk holds whole volumes).
+    %(overwrite)s
+    %(progress)s
+    %(verbose)s
+    %(fields)s
 
     Returns
     -------
-    out : Path
+    %(returns_out)s
     """
+    opt = resolve_options(NSDOptions, options, fields)
+    subjects, sessions = opt.subjects, opt.sessions
     import h5py
 
     from neurodecode.readers.nifti import require_nibabel
@@ -230,10 +245,10 @@ def prepare_nsd(
     root, out = Path(root), Path(out)
     with use_log_level(verbose):
         if subjects is None:
-            subjects = [s for s in SUBJECTS if (root / BETAS_DIR.format(subject=s, space=space, betas=betas)).is_dir()]
+            subjects = [s for s in SUBJECTS if (root / BETAS_DIR.format(subject=s, space=opt.space, betas=opt.betas)).is_dir()]
             subjects = subjects or ["01"]
         subjects = [f"{int(str(s).removeprefix('subj').removeprefix('sub-')):02d}" for s in subjects]
-        _check_layout(root, subjects, sessions, space=space, betas=betas, roi=roi, need_stimuli=extract_images)
+        _check_layout(root, subjects, sessions, space=opt.space, betas=opt.betas, roi=opt.roi, need_stimuli=opt.extract_images)
         design = read_expdesign(root / EXPDESIGN)
         shared = set((design["sharedix"] - 1).tolist())
         reps_all = None
@@ -242,22 +257,22 @@ def prepare_nsd(
         for subject in subjects:
             if is_done(out, subject, overwrite=overwrite):
                 continue
-            subj_sessions = sorted(sessions) if sessions else _sessions_found(root, subject, space, betas)
+            subj_sessions = sorted(sessions) if sessions else _sessions_found(root, subject, opt.space, opt.betas)
             imgs_all = trial_images(design, subject)
             if reps_all is None:
                 reps_all = presentation_index(design["masterordering"])  # same design for every subject
-            n_design_sessions = len(imgs_all) // trials_per_session
+            n_design_sessions = len(imgs_all) // opt.trials_per_session
             beyond = [s for s in subj_sessions if s < 1 or s > n_design_sessions]
             if beyond:
                 raise ValueError(f"session(s) {beyond} are outside the design's {n_design_sessions} sessions of "
-                                 f"{trials_per_session} trials ({root / EXPDESIGN}).")
-            trial_idx = np.concatenate([np.arange((s - 1) * trials_per_session, s * trials_per_session)
+                                 f"{opt.trials_per_session} trials ({root / EXPDESIGN}).")
+            trial_idx = np.concatenate([np.arange((s - 1) * opt.trials_per_session, s * opt.trials_per_session)
                                         for s in subj_sessions])
             nsd_ids = imgs_all[trial_idx]
             summary = _write_subject(root, out, subject, subj_sessions, trial_idx, nsd_ids, reps_all[trial_idx],
-                                     shared, space=space, betas=betas, roi=roi,
-                                     trials_per_session=trials_per_session, zscore=zscore, chunk_trials=chunk_trials,
-                                     extract_images=extract_images, show_progress=progress, h5py=h5py)
+                                     shared, space=opt.space, betas=opt.betas, roi=opt.roi,
+                                     trials_per_session=opt.trials_per_session, zscore=opt.zscore, chunk_trials=opt.chunk_trials,
+                                     extract_images=opt.extract_images, show_progress=progress, h5py=h5py)
             tables.append(summary.pop("table"))
             infos[subject] = summary
         if tables:
@@ -272,8 +287,8 @@ def prepare_nsd(
                 "source": "nsd", "modality": "fmri", "dataset": "Natural Scenes Dataset (Allen et al. 2022)",
                 "test_averaging": "shared-image repetitions are stored one by one (repetition 0-2); average at "
                                   "load time",
-                "options": {"space": space, "betas": betas, "roi": roi, "zscore": zscore,
-                            "trials_per_session": trials_per_session, "extract_images": extract_images}}, infos)
+                "options": {"space": opt.space, "betas": opt.betas, "roi": opt.roi, "zscore": opt.zscore,
+                            "trials_per_session": opt.trials_per_session, "extract_images": opt.extract_images}}, infos)
     return out
 
 
@@ -382,56 +397,5 @@ def _extract_images(stim_file: Path, out: Path, ids: np.ndarray, show_progress: 
     return [str(p.resolve()) for p in paths]
 
 
-# --------------------------------------------------------------------------------------------------
-# command line
-# --------------------------------------------------------------------------------------------------
-def parse_sessions(text: str | None) -> list[int] | None:
-    """``"1-3,5"`` -> ``[1, 2, 3, 5]``."""
-    if text is None:
-        return None
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out += list(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
-    return sorted(set(out))
-
-
-def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``neurodecode prepare nsd``."""
-    g = parser.add_argument_group("NSD")
-    g.add_argument("--subjects", default=None,
-                   help="comma-separated subjects 01-08 (default: every subject with a betas folder)")
-    g.add_argument("--sessions", default=None,
-                   help="sessions to read, e.g. '1-37' or '1,2,5' (default: every betas_sessionNN.hdf5 present)")
-    g.add_argument("--roi", default="nsdgeneral", help="ROI file in ppdata/subjXX/<space>/roi/ (default nsdgeneral)")
-    g.add_argument("--space", choices=("func1pt8mm", "func1mm"), default="func1pt8mm",
-                   help="volume preparation (default func1pt8mm)")
-    g.add_argument("--betas", default="betas_fithrf_GLMdenoise_RR",
-                   help="beta version folder (default betas_fithrf_GLMdenoise_RR)")
-    g.add_argument("--trials-per-session", type=int, default=750, help="trials per session file (default 750)")
-    g.add_argument("--no-zscore", action="store_true", help="keep percent signal change (no per-session z-score)")
-    g.add_argument("--no-images", action="store_true",
-                   help="do not extract images to OUT/images (the stimulus table then has no image paths)")
-    g.add_argument("--chunk-trials", type=int, default=50,
-                   help="trials (whole volumes) read from HDF5 at a time; bounds memory (default 50)")
-
-
-def prepare_from_args(args: argparse.Namespace) -> Path:
-    """Run ``neurodecode prepare nsd`` from parsed arguments."""
-    return prepare_nsd(
-        args.root, args.out,
-        subjects=None if args.subjects is None else [s.strip() for s in args.subjects.split(",") if s.strip()],
-        sessions=parse_sessions(args.sessions), roi=args.roi, space=args.space, betas=args.betas,
-        trials_per_session=args.trials_per_session, zscore=not args.no_zscore, extract_images=not args.no_images,
-        chunk_trials=args.chunk_trials, overwrite=args.overwrite, progress=not args.no_progress,
-        verbose=args.verbose or None)
-
-
-__all__ = ["prepare_nsd", "read_expdesign", "trial_images", "presentation_index", "stimulus_name",
-           "PREPARE_HELP", "PREPARE_DESCRIPTION", "add_prepare_arguments", "prepare_from_args"]
+__all__ = ["NSDOptions", "prepare_nsd", "read_expdesign", "trial_images", "presentation_index",
+           "stimulus_name", "parse_sessions"]

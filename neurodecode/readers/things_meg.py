@@ -27,46 +27,20 @@ concept folder names.
 
 from __future__ import annotations
 
-import argparse
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from neurodecode.io.store import StimulusTable
-from neurodecode.utils import PathLike, logger, use_log_level
-from neurodecode.readers.common import finish_prepared, is_done, mne_verbose, provenance_step, store_path
+from neurodecode._docs import fill_doc
 from neurodecode.io.manifests import check_root
-from neurodecode.readers.epochs import (
-    EpochsSpec,
-    add_epoch_processing_arguments,
-    default_picks,
-    occurrence_index,
-    parse_baseline,
-    write_epochs_store,
-)
-
-PREPARE_HELP = "THINGS-MEG (OpenNeuro ds004212) preprocessed epochs: 4 subjects, 271 MEG channels."
-PREPARE_DESCRIPTION = """\
-THINGS-MEG (Hebart et al. 2023) from its preprocessed epochs:
-
-  ROOT/derivatives/preprocessed/preprocessed_P{1..4}-epo.fif (+ -epo-1/-2/-3.fif parts)
-
-plus the THINGS database metadata (--things-meta: the folder holding image_paths.csv and
-image_concept_index.csv, directly or under Metadata/Image-specific and Metadata/Concept-specific)
-and, for the stimulus table's image paths, the THINGS images (--images: the folder of concept
-sub-folders, or any folder in which each image file name occurs once).
-
-Catch trials (event 999999) are dropped; the 200 images shown 12 times are the test set; training
-images of test concepts are removed (1654 concepts x 12 images remain). Epochs are cropped to
-[0, 1) s, optionally band-passed and resampled, and z-scored per channel with statistics from
-training trials only.
-
-Example:
-  neurodecode prepare things-meg --root ds004212 --out prepared/things_meg \\
-      --things-meta THINGS/Metadata --images THINGS/Images
-"""
+from neurodecode.io.store import StimulusTable
+from neurodecode.readers.common import finish_prepared, is_done, mne_verbose, provenance_step, store_path
+from neurodecode.readers.epochs_writer import EpochsSpec, default_picks, occurrence_index, write_epochs_store
+from neurodecode.readers.options import EpochOptions, ReaderOptions, comma_list, option, resolve_options
+from neurodecode.utils import PathLike, logger, use_log_level
 
 SUBJECTS = ("1", "2", "3", "4")
 EPOCHS_PATTERN = "derivatives/preprocessed/preprocessed_P{subject}-epo.fif"
@@ -76,6 +50,31 @@ CONCEPT_INDEX_CSV = "image_concept_index.csv"
 _META_SUBDIRS = {IMAGE_PATHS_CSV: ("", "Image-specific", "Metadata/Image-specific", "THINGS/Metadata/Image-specific"),
                  CONCEPT_INDEX_CSV: ("", "Concept-specific", "Metadata/Concept-specific",
                                      "THINGS/Metadata/Concept-specific")}
+
+
+def _things_meg_processing() -> EpochOptions:
+    return EpochOptions(tmin=0.0, tmax=1.0, sfreq=200.0, scaling="zscore")
+
+
+@dataclass
+class ThingsMEGOptions(ReaderOptions):
+    """Options of :func:`prepare_things_meg`; ``processing`` defaults to a crop to ``[0, 1)`` s at the
+    native 200 Hz and a per-channel z-score fitted on training trials."""
+
+    GROUP: ClassVar[str] = "THINGS-MEG"
+
+    things_meta: Path | None = option(None, parse=Path,
+                                      help="folder with THINGS image_paths.csv and image_concept_index.csv (directly "
+                                           "or under Metadata/Image-specific, Metadata/Concept-specific); default: "
+                                           "searched under --root")
+    images: Path | None = option(None, parse=Path,
+                                 help="THINGS image folder (concept sub-folders); without it the stimulus table has "
+                                      "no image paths")
+    subjects: list[str] | None = option(None, parse=comma_list,
+                                        help="comma-separated participants 1-4 (default: all present)")
+    test_repetitions: int = option(12, help="presentation count that marks a test image")
+    catch_event: int = option(CATCH_EVENT, help="event id of catch trials")
+    processing: EpochOptions = option(help="chunked MNE processing", factory=_things_meg_processing)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -228,31 +227,16 @@ def select_trials(events: np.ndarray, concept_index: np.ndarray, *, test_repetit
             "n_test_concepts": len(test_concepts)}
 
 
+@fill_doc
 def prepare_things_meg(
     root: PathLike,
     out: PathLike,
+    options: ThingsMEGOptions | None = None,
     *,
-    things_meta: PathLike | None = None,
-    images: PathLike | None = None,
-    subjects: list[str] | None = None,
-    tmin: float = 0.0,
-    tmax: float = 1.0,
-    l_freq: float | None = None,
-    h_freq: float | None = None,
-    sfreq: float | None = 200.0,
-    baseline: tuple[float | None, float | None] | None = None,
-    filter_method: str = "fir",
-    resample_method: str = "fft",
-    scaling: str = "zscore",
-    clamp: float | None = None,
-    fit_trials: int | None = 1000,
-    seed: int = 0,
-    test_repetitions: int = 12,
-    catch_event: int = CATCH_EVENT,
-    chunk_size: int = 256,
     overwrite: bool = False,
     progress: bool = True,
     verbose: bool | str | None = None,
+    **fields: Any,
 ) -> Path:
     """Prepare THINGS-MEG into trial stores (see the module docstring for what is done).
 
@@ -262,44 +246,29 @@ def prepare_things_meg(
         The ds004212 folder (holding ``derivatives/preprocessed``).
     out : path-like
         Output folder.
-    things_meta : path-like | None
-        Folder with the THINGS ``image_paths.csv`` and ``image_concept_index.csv`` (see
-        :func:`find_things_meta`); default: looked for under ``root``.
-    images : path-like | None
-        THINGS image folder; without it the stimulus table has no image paths.
-    subjects : list of str | None
-        Participants ``"1"``..``"4"`` (default: those whose file is present, else all four, so
-        that the manifest check lists what is missing). Stores are named ``sub-01`` ... ``sub-04``.
-    tmin, tmax : float
-        Crop window ``[tmin, tmax)`` in s.
-    l_freq, h_freq : float | None
-        Optional band-pass (the published epochs are already 0.1-40 Hz).
-    sfreq : float | None
-        Resampling rate (default 200 Hz, the native rate: no resampling).
-    baseline : tuple | None
-        Optional baseline correction window.
-    filter_method, resample_method : str
-        MNE methods: ``"fir"``/``"iir"`` and ``"fft"``/``"polyphase"``. MNE's FIR and FFT paths run
-        one channel at a time, slow with 271 channels; ``"iir"`` and ``"polyphase"`` are faster.
-    scaling : "zscore" | "robust" | "none"
-        Per-channel scaling fitted on (a seeded subset of ``fit_trials``) training trials.
-    clamp : float | None
-        Clip scaled values to ``[-clamp, clamp]``.
-    fit_trials, seed : int | None, int
-        Subset size and seed for fitting the scaling (``None``: every training trial).
-    test_repetitions : int
-        Presentation count that marks a test image.
-    catch_event : int
-        Event id of catch trials.
-    chunk_size : int
-        Epochs processed at a time.
-    overwrite, progress, verbose
-        Rebuild finished subjects; show progress bars; log level.
+    options : ThingsMEGOptions | None
+        The options (defaults: :class:`ThingsMEGOptions`). ``things_meta``: folder with the THINGS
+        ``image_paths.csv`` and ``image_concept_index.csv`` (see :func:`find_things_meta`; default:
+        looked for under ``root``). ``images``: THINGS image folder; without it the stimulus table
+        has no image paths. ``subjects``: participants ``"1"``..``"4"`` (default: those whose file
+        is present, else all four, so that the manifest check lists what is missing); stores are
+        named ``sub-01`` ... ``sub-04``. ``test_repetitions``: presentation count that marks a test
+        image. ``catch_event``: event id of catch trials. ``processing``: crop ``[tmin, tmax)``,
+        optional band-pass (the published epochs are already 0.1-40 Hz), resampling and scaling
+        (:class:`~neurodecode.readers.options.EpochOptions`); MNE's FIR and FFT paths run one
+        channel at a time, slow with 271 channels, ``"iir"`` and ``"polyphase"`` are faster.
+    %(overwrite)s
+    %(progress)s
+    %(verbose)s
+    %(fields)s
 
     Returns
     -------
-    out : Path
+    %(returns_out)s
     """
+    opt = resolve_options(ThingsMEGOptions, options, fields)
+    proc = opt.processing
+    subjects, images = opt.subjects, opt.images
     import mne
 
     root, out = Path(root), Path(out)
@@ -309,14 +278,12 @@ def prepare_things_meg(
             subjects = present or list(SUBJECTS)
         subjects = [str(s).removeprefix("P").removeprefix("sub-").lstrip("0") or "0" for s in subjects]
         check_root(root, "things_meg", "preprocessed", subjects=subjects)
-        img_csv, con_csv = find_things_meta(things_meta if things_meta is not None else root)
+        img_csv, con_csv = find_things_meta(opt.things_meta if opt.things_meta is not None else root)
         entries, concept_index = read_things_meta(img_csv, con_csv)
         if images is None:
             logger.warning("things-meg: no --images folder: the stimulus table will have no image paths, so "
                            "teacher embeddings cannot be computed from it")
         out.mkdir(parents=True, exist_ok=True)
-        spec_args = dict(l_freq=l_freq, h_freq=h_freq, sfreq=sfreq, baseline=baseline, tmin=tmin, tmax=tmax,
-                         filter_method=filter_method, resample_method=resample_method)
         tables, infos = [], {}
         for s in subjects:
             label = f"{int(s):02d}"
@@ -324,8 +291,8 @@ def prepare_things_meg(
                 continue
             fif = root / EPOCHS_PATTERN.format(subject=s)
             epochs = mne.read_epochs(fif, preload=False, verbose=mne_verbose(verbose))
-            sel = select_trials(epochs.events[:, 2], concept_index, test_repetitions=test_repetitions,
-                                catch_event=catch_event, source=str(fif))
+            sel = select_trials(epochs.events[:, 2], concept_index, test_repetitions=opt.test_repetitions,
+                                catch_event=opt.catch_event, source=str(fif))
             keep = sel["keep"]
             ev = epochs.events[keep, 2].astype(np.int64)
             stems = [Path(entries[e - 1].replace("\\", "/")).stem for e in ev]
@@ -343,17 +310,17 @@ def prepare_things_meg(
             if md is not None and "run_nr" in md.columns:
                 extra["run"] = md["run_nr"].to_numpy()[keep].astype(np.int32)
             picks, modality = default_picks(epochs, "meg")
-            spec = EpochsSpec(picks, **spec_args)
+            spec = EpochsSpec.from_options(picks, proc)
             prov = [provenance_step("things_meg_select", file=str(fif), things_meta=[str(img_csv), str(con_csv)],
-                                    images=None if images is None else str(images), catch_event=catch_event,
-                                    test_repetitions=test_repetitions, n_epochs=len(epochs.events),
+                                    images=None if images is None else str(images), catch_event=opt.catch_event,
+                                    test_repetitions=opt.test_repetitions, n_epochs=len(epochs.events),
                                     n_catch=sel["n_catch"], n_removed_train_of_test_concepts=sel["n_removed_train"],
                                     n_test_images=len(sel["test_ids"]))]
             summary = write_epochs_store(
                 store_path(out, label), epochs, keep, stimulus_id=stems, split=sel["split"],
                 repetition=occurrence_index(stems), session=session, stimuli=table, subject=label,
-                modality=modality, spec=spec, scaling=scaling, clamp=clamp, fit_trials=fit_trials, seed=seed,
-                chunk_size=chunk_size, extra=extra, provenance=prov, show_progress=progress, verbose=verbose)
+                modality=modality, spec=spec, scaling=proc.scaling, clamp=proc.clamp, fit_trials=proc.fit_trials,
+                seed=proc.seed, chunk_size=proc.chunk_size, extra=extra, provenance=prov, show_progress=progress, verbose=verbose)
             n_train_concepts = len({c for c, sp in zip(table.concept, table.split, strict=True) if sp == "train"})
             infos[label] = {"file": str(fif), **summary, "n_catch_dropped": sel["n_catch"],
                             "n_train_trials_of_test_concepts_dropped": sel["n_removed_train"],
@@ -370,10 +337,10 @@ def prepare_things_meg(
             finish_prepared(out, merged, {
                 "source": "things-meg", "modality": "meg", "dataset": "THINGS-MEG (OpenNeuro ds004212)",
                 "test_averaging": "test repetitions are stored one by one (repetition 0..11); average at load time",
-                "options": {"scaling": scaling, "clamp": clamp, "fit_trials": fit_trials, "tmin": tmin, "tmax": tmax,
-                            "l_freq": l_freq, "h_freq": h_freq, "sfreq": sfreq, "filter_method": filter_method,
-                            "resample_method": resample_method, "test_repetitions": test_repetitions,
-                            "catch_event": catch_event}}, infos)
+                "options": {**{k: v for k, v in proc.as_dict().items()
+                               if k in ("scaling", "clamp", "fit_trials", "tmin", "tmax", "l_freq", "h_freq", "sfreq",
+                                        "filter_method", "resample_method")},
+                            "test_repetitions": opt.test_repetitions, "catch_event": opt.catch_event}}, infos)
     return out
 
 
@@ -384,37 +351,5 @@ def _union(a: StimulusTable, b: StimulusTable) -> StimulusTable:
                          np.concatenate([a.image_path, b.image_path[m]]), np.concatenate([a.split, b.split[m]]))
 
 
-# --------------------------------------------------------------------------------------------------
-# command line
-# --------------------------------------------------------------------------------------------------
-def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``neurodecode prepare things-meg``."""
-    g = parser.add_argument_group("THINGS-MEG")
-    g.add_argument("--things-meta", type=Path, default=None,
-                   help="folder with THINGS image_paths.csv and image_concept_index.csv (directly or under "
-                        "Metadata/Image-specific, Metadata/Concept-specific); default: searched under --root")
-    g.add_argument("--images", type=Path, default=None,
-                   help="THINGS image folder (concept sub-folders); without it the stimulus table has no image paths")
-    g.add_argument("--subjects", default=None, help="comma-separated participants 1-4 (default: all present)")
-    g.add_argument("--test-repetitions", type=int, default=12,
-                   help="presentation count that marks a test image (default 12)")
-    g.add_argument("--catch-event", type=int, default=CATCH_EVENT, help="event id of catch trials (default 999999)")
-    add_epoch_processing_arguments(parser, sfreq_default=200.0, scaling_default="zscore", tmin_default=0.0,
-                                   tmax_default=1.0)
-
-
-def prepare_from_args(args: argparse.Namespace) -> Path:
-    """Run ``neurodecode prepare things-meg`` from parsed arguments."""
-    return prepare_things_meg(
-        args.root, args.out, things_meta=args.things_meta, images=args.images,
-        subjects=None if args.subjects is None else [s.strip() for s in args.subjects.split(",") if s.strip()],
-        tmin=args.tmin, tmax=args.tmax, l_freq=args.l_freq, h_freq=args.h_freq, sfreq=args.sfreq,
-        baseline=parse_baseline(args.baseline), filter_method=args.filter_method,
-        resample_method=args.resample_method, scaling=args.scaling, clamp=args.clamp,
-        fit_trials=args.fit_trials or None, seed=args.seed, test_repetitions=args.test_repetitions,
-        catch_event=args.catch_event, chunk_size=args.chunk_size, overwrite=args.overwrite,
-        progress=not args.no_progress, verbose=args.verbose or None)
-
-
-__all__ = ["prepare_things_meg", "select_trials", "read_things_meta", "find_things_meta", "locate_things_images",
-           "PREPARE_HELP", "PREPARE_DESCRIPTION", "add_prepare_arguments", "prepare_from_args"]
+__all__ = ["ThingsMEGOptions", "prepare_things_meg", "select_trials", "read_things_meta", "find_things_meta",
+           "locate_things_images", "concept_of"]
