@@ -19,8 +19,9 @@ from neurodecode.teachers import (
 )
 from neurodecode.teachers import extract as extract_mod
 from neurodecode.teachers.cache import group_name, merge_shards, shard_files, write_shard
-from neurodecode.teachers.extract import load_stimuli, stimuli_from_images
-from neurodecode.teachers.specs import TeacherError, TimmTeacher
+from neurodecode.teachers.models import TimmTeacher
+from neurodecode.teachers.specs import TeacherError
+from neurodecode.teachers.stimuli import load_stimuli, stimuli_from_images
 
 torch = pytest.importorskip("torch")
 Image = pytest.importorskip("PIL.Image")

@@ -9,16 +9,18 @@ import sys
 import numpy as np
 import pytest
 
+from neurodecode.teachers.loading import (
+    efficientnet_lite0_weights_file,
+    load_teacher,
+    map_lukemelas_state_dict,
+)
 from neurodecode.teachers.specs import (
     DEFAULT_PROMPT,
     TeacherError,
     WeightsNotFoundError,
     canonical_layer,
     check_prompt,
-    efficientnet_lite0_weights_file,
     format_prompt,
-    load_teacher,
-    map_lukemelas_state_dict,
     parse_layer,
     parse_spec,
     spec_slug,
@@ -242,7 +244,7 @@ def test_timm_hub_weights_from_local_cache_only(empty_caches, no_network):
 def test_open_clip_tag_resolves_to_the_local_hf_cache(empty_caches, no_network):
     import open_clip
 
-    from neurodecode.teachers.specs import _open_clip_hub_file
+    from neurodecode.teachers.loading import open_clip_hub_file
 
     spec = parse_spec("open_clip:ViT-H-14/laion2b_s32b_b79k")
     cfg = open_clip.get_pretrained_cfg("ViT-H-14", "laion2b_s32b_b79k")
@@ -251,9 +253,9 @@ def test_open_clip_tag_resolves_to_the_local_hf_cache(empty_caches, no_network):
     (repo / "refs" / "main").write_text("cafe")
     (repo / "snapshots" / "cafe").mkdir(parents=True)
     (repo / "snapshots" / "cafe" / "open_clip_pytorch_model.bin").write_bytes(b"x")
-    assert _open_clip_hub_file(spec, cfg).endswith("snapshots/cafe/open_clip_pytorch_model.bin")
+    assert open_clip_hub_file(spec, cfg).endswith("snapshots/cafe/open_clip_pytorch_model.bin")
     (repo / "snapshots" / "cafe" / "open_clip_model.safetensors").write_bytes(b"x")  # preferred when present
-    assert _open_clip_hub_file(spec, cfg).endswith("open_clip_model.safetensors")
+    assert open_clip_hub_file(spec, cfg).endswith("open_clip_model.safetensors")
 
 
 def test_missing_hub_weights_fail_at_once_naming_the_file(empty_caches, no_network):

@@ -81,8 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from neurodecode.io.store import StoreError
-    from neurodecode.teachers.extract import load_stimuli, run_embedding
+    from neurodecode.teachers.extract import run_embedding
     from neurodecode.teachers.specs import DEFAULT_PROMPT, TeacherError
+    from neurodecode.teachers.stimuli import load_stimuli
     from neurodecode.utils import set_log_level
 
     set_log_level("INFO" if args.verbose else "WARNING")

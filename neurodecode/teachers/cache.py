@@ -40,8 +40,8 @@ import numpy as np
 
 from neurodecode._version import __version__
 from neurodecode.io.store import StoreError
-from neurodecode.utils import PathLike, atomic_path, logger
 from neurodecode.teachers.specs import spec_slug
+from neurodecode.utils import PathLike, atomic_path, logger
 
 DEFAULT_CACHE_NAME = "embeddings.h5"
 CACHE_FORMAT = "neurodecode-embedding-cache"
@@ -57,6 +57,26 @@ class EmbeddingCacheError(StoreError):
 def default_cache_path(out: PathLike) -> Path:
     """The cache file of an output folder: ``<out>/embeddings.h5``."""
     return Path(out) / DEFAULT_CACHE_NAME
+
+
+def resolve_cache_path(cache_path: PathLike | None, root: PathLike | None = None) -> Path:
+    """The cache file meant by ``cache_path``: a file as it is, a folder (or a path without suffix
+    that does not exist yet) as ``<folder>/embeddings.h5``; ``None`` as :func:`default_cache_path`
+    of ``root``.
+
+    Raises
+    ------
+    ValueError
+        When both ``cache_path`` and ``root`` are None.
+    """
+    if cache_path is None:
+        if root is None:
+            raise ValueError("cache_path is required when the stimulus table has no root folder.")
+        return default_cache_path(root)
+    p = Path(cache_path)
+    if p.is_dir() or (not p.suffix and not p.exists()):
+        p = p / DEFAULT_CACHE_NAME
+    return p
 
 
 def parts_dir(cache_path: PathLike) -> Path:
@@ -250,17 +270,6 @@ class EmbeddingCache:
                 f"Run 'neurodecode embed' (or ensure_embeddings) for teacher {spec!r} on these stimuli.")
         return feats[rows]
 
-    def summary(self) -> list[dict[str, Any]]:
-        """One dict per group: spec, layer, n, dim."""
-        if not self.exists():
-            return []
-        out = []
-        with self._open() as f:
-            for name, g in f.items():
-                out.append({"group": name, "spec": str(g.attrs.get("spec")), "layer": str(g.attrs.get("layer")),
-                            "n": int(g["features"].shape[0]), "dim": int(g["features"].shape[1])})
-        return sorted(out, key=lambda d: (d["spec"], d["layer"]))
-
 
 # --------------------------------------------------------------------------------------------------
 # shards
@@ -330,6 +339,15 @@ def shard_keys(parts: PathLike, spec: str, layer: str) -> set[str]:
         except OSError as err:
             logger.warning(f"skipping unreadable shard {p} ({err})")
     return out
+
+
+def stored_keys(cache_path: PathLike, spec: str, layer: str) -> set[str]:
+    """Keys of ``layer`` of ``spec`` already written: in the cache file or in a shard not merged yet.
+
+    This is what a (re)run may skip: an interrupted run's finished batches count as done.
+    """
+    cache_path = Path(cache_path)
+    return set(EmbeddingCache(cache_path).ids(spec, layer).tolist()) | shard_keys(parts_dir(cache_path), spec, layer)
 
 
 @contextlib.contextmanager
@@ -467,5 +485,6 @@ def _write_merged(cache_path: Path, new: Mapping[str, Mapping[str, Any]]) -> Non
                 src.close()
 
 
-__all__ = ["DEFAULT_CACHE_NAME", "EmbeddingCache", "EmbeddingCacheError", "default_cache_path", "parts_dir",
-           "group_name", "key_name", "write_shard", "shard_files", "shard_keys", "merge_shards"]
+__all__ = ["DEFAULT_CACHE_NAME", "EmbeddingCache", "EmbeddingCacheError", "default_cache_path", "resolve_cache_path",
+           "parts_dir", "group_name", "key_name", "write_shard", "shard_files", "shard_keys", "stored_keys",
+           "merge_shards"]

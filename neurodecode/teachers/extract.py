@@ -22,21 +22,13 @@ Two engines do the work:
     interactive session. With several nodes, the output folder must be on a file system that all
     nodes share (every rank writes its shards there).
 
-Stimuli
--------
-A stimulus's ``image_path`` (in :class:`~neurodecode.io.store.StimulusTable`) is an image file or a
-*folder*. A folder stands for a category-level stimulus whose exact image was not logged (e.g. the
-N170 face/house recordings, which say "a face" but not which face): its embedding, in every layer, is
-the **mean of the raw embeddings of the image files directly inside the folder** (not in
-sub-folders; files with the extensions in :data:`IMAGE_EXTENSIONS`, sorted by name). Folder images are
-embedded together (in chunks of ``batch_size`` images), so a batch of ``batch_size`` stimuli may hold
-more images than that.
+The stimuli (tables, image files, folder stimuli) are read by :mod:`neurodecode.teachers.stimuli`;
+the shards, their merge and the cache file are :mod:`neurodecode.teachers.cache`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -46,178 +38,34 @@ from typing import Any
 import numpy as np
 
 from neurodecode._version import __version__
-from neurodecode.io.store import STIMULI_FILENAME, StimulusTable, StoreError
-from neurodecode.utils import PathLike, check_option, logger, progress, use_log_level
+from neurodecode.io.store import StimulusTable
 from neurodecode.teachers.cache import (
-    DEFAULT_CACHE_NAME,
     EmbeddingCache,
-    default_cache_path,
     merge_shards,
     parts_dir,
-    shard_files,
-    shard_keys,
+    resolve_cache_path,
+    stored_keys,
     write_shard,
 )
+from neurodecode.teachers.loading import load_teacher
+from neurodecode.teachers.models import Teacher, resolve_device
 from neurodecode.teachers.specs import (
     DEFAULT_PROMPT,
-    Teacher,
     TeacherError,
     TeacherSpec,
     canonical_layer,
     check_prompt,
     format_prompt,
-    load_teacher,
     parse_layer,
     parse_spec,
-    resolve_device,
     text_layer,
 )
+from neurodecode.teachers.stimuli import StimulusImages, collate_stimuli, load_stimuli, stimulus_image_files
+from neurodecode.utils import PathLike, check_option, logger, progress, quiet_loggers, use_log_level
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 ENGINES = ("auto", "loop", "lightning")
-
-
-# --------------------------------------------------------------------------------------------------
-# stimuli and their images
-# --------------------------------------------------------------------------------------------------
-def list_images(folder: PathLike) -> list[Path]:
-    """Image files directly inside ``folder`` (see :data:`IMAGE_EXTENSIONS`), sorted by name."""
-    folder = Path(folder)
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def stimuli_from_images(folder: PathLike) -> StimulusTable:
-    """A stimulus table for a plain folder of images (searched recursively).
-
-    Ids are the file stems (they must be unique), the concept is the name of the folder holding the
-    image, the split is ``"train"`` and image paths are relative to ``folder``.
-    """
-    folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*")
-                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                   and not any(part.startswith(".") or part.endswith(".parts")
-                               for part in p.relative_to(folder).parts))
-    if not files:
-        raise StoreError(folder, None, f"holds no images ({', '.join(IMAGE_EXTENSIONS)}) and no {STIMULI_FILENAME}.",
-                         "Pass a folder made by 'neurodecode prepare' or a folder of images.")
-    seen: dict[str, Path] = {}
-    for p in files:
-        if p.stem in seen:
-            raise StoreError(folder, "stimulus_id",
-                             f"two images share the id {p.stem!r}: {seen[p.stem]} and {p} (ids are file names "
-                             f"without extension).",
-                             f"Rename one of them, or describe the stimuli in a {STIMULI_FILENAME} table.")
-        seen[p.stem] = p
-    return StimulusTable(
-        stimulus_id=[p.stem for p in files], concept=[p.parent.name for p in files],
-        image_path=[p.relative_to(folder).as_posix() for p in files], split=["train"] * len(files), root=folder)
-
-
-def load_stimuli(path: PathLike | StimulusTable) -> StimulusTable:
-    """The stimuli of a prepared folder (its ``stimuli.tsv``), of a ``.tsv`` table, or of a folder of images."""
-    if isinstance(path, StimulusTable):
-        return path
-    path = Path(path)
-    if path.is_file():
-        return StimulusTable.read_tsv(path)
-    if (path / STIMULI_FILENAME).is_file():
-        return StimulusTable.read_tsv(path / STIMULI_FILENAME)
-    if path.is_dir():
-        return stimuli_from_images(path)
-    raise StoreError(path, None, "not found.", "Pass a prepared folder (with stimuli.tsv) or a folder of images.")
-
-
-def _table_file(table: StimulusTable) -> Path | str | None:
-    return (table.root / STIMULI_FILENAME) if table.root is not None else None
-
-
-def stimulus_image_files(table: StimulusTable, rows: Sequence[int] | np.ndarray) -> list[list[Path]]:
-    """The image files of each row (one file, or the images of a folder), checked to exist.
-
-    Raises
-    ------
-    StoreError
-        Listing every row (up to 10) whose image is unknown, missing or an empty folder.
-    """
-    out: list[list[Path]] = []
-    problems: list[str] = []
-    for i in rows:
-        sid = table.stimulus_id[i]
-        p = table.image_file(int(i))
-        if p is None:
-            problems.append(f"{sid!r}: no image_path")
-            out.append([])
-        elif p.is_dir():
-            files = list_images(p)
-            if not files:
-                problems.append(f"{sid!r}: folder {p} holds no images")
-            out.append(files)
-        elif p.is_file():
-            out.append([p])
-        else:
-            problems.append(f"{sid!r}: {p} not found")
-            out.append([])
-    if problems:
-        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
-        raise StoreError(_table_file(table), "image_path",
-                         f"{len(problems)} stimulus image(s) cannot be read: " + "; ".join(problems[:10]) + more + ".",
-                         "Fix the image paths of the stimulus table (relative to its folder) or restore the images.")
-    return out
-
-
-class StimulusImages:
-    """Map-style dataset: item ``i`` is the transformed image(s) of one stimulus.
-
-    Parameters
-    ----------
-    ids : sequence of str
-        Stimulus ids.
-    files : sequence of list of Path
-        Image files of each stimulus (several for a folder stimulus).
-    transform : callable
-        PIL image -> tensor ``(3, H, W)``.
-    """
-
-    def __init__(self, ids: Sequence[str], files: Sequence[Sequence[Path]], transform: Any) -> None:
-        if len(ids) != len(files):
-            raise ValueError(f"{len(ids)} ids for {len(files)} file lists")
-        self.ids = [str(i) for i in ids]
-        self.files = [list(f) for f in files]
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def n_images(self) -> int:
-        """Total number of image files."""
-        return sum(len(f) for f in self.files)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        import torch
-        from PIL import Image
-
-        tensors = []
-        for p in self.files[i]:
-            try:
-                with Image.open(p) as im:
-                    tensors.append(self.transform(im.convert("RGB")))
-            except (OSError, ValueError) as err:
-                raise StoreError(p, "image", f"cannot be read as an image ({err}).",
-                                 "Replace or remove the file.") from None
-        return {"stimulus_id": self.ids[i], "images": torch.stack(tensors)}
-
-
-def collate_stimuli(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Batch stimuli: ids (list), images concatenated ``(n_images, 3, H, W)``, ``counts`` per stimulus."""
-    import torch
-
-    return {
-        "stimulus_id": [it["stimulus_id"] for it in items],
-        "images": torch.cat([it["images"] for it in items]),
-        "counts": torch.tensor([len(it["images"]) for it in items], dtype=torch.long),
-    }
+# Lightning's start-up chatter (GPU available..., etc.), kept out of the output unless verbose
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -275,18 +123,18 @@ class _Plan:
     """What is left to embed: stimulus rows and their image files, and concepts for text."""
 
     def __init__(self, table: StimulusTable, spec: str, layers: Sequence[str], text: str | None,
-                 cache: EmbeddingCache, parts: Path) -> None:
+                 cache_path: Path) -> None:
         ids = table.stimulus_id.astype(str)
         todo = np.zeros(len(ids), dtype=bool)
         for layer in layers:
-            have = set(cache.ids(spec, layer).tolist()) | shard_keys(parts, spec, layer)
+            have = stored_keys(cache_path, spec, layer)
             todo |= ~np.isin(ids, np.asarray(sorted(have), dtype=str)) if have else True
         self.rows = np.flatnonzero(todo)
         self.ids = ids[self.rows].tolist()
         self.concepts: list[str] = []
         if text is not None:
             concepts = sorted({str(c) for c in table.concept.tolist() if str(c)})
-            have = set(cache.ids(spec, text).tolist()) | shard_keys(parts, spec, text)
+            have = stored_keys(cache_path, spec, text)
             self.concepts = [c for c in concepts if c not in have]
         self.files: list[list[Path]] | None = None
 
@@ -394,8 +242,7 @@ def _lightning_classes() -> dict[str, type]:
 
         def setup(self, stage: str) -> None:
             # Lightning calls a barrier right after setup, so no rank writes a shard before all planned.
-            plan = _Plan(self.table, self.spec, self.layers, None, EmbeddingCache(self.cache_path),
-                         parts_dir(self.cache_path))
+            plan = _Plan(self.table, self.spec, self.layers, None, self.cache_path)
             self.dataset = StimulusImages(plan.ids, plan.resolve_files(self.table), self.transform)
 
         def predict_dataloader(self) -> Any:
@@ -481,13 +328,7 @@ def run_embedding(
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         table = load_stimuli(stimuli)
-        if cache_path is None:
-            if table.root is None:
-                raise ValueError("cache_path is required when the stimulus table has no root folder.")
-            cache_path = default_cache_path(table.root)
-        cache_path = Path(cache_path)
-        if cache_path.is_dir() or (not cache_path.suffix and not cache_path.exists()):
-            cache_path = cache_path / DEFAULT_CACHE_NAME
+        cache_path = resolve_cache_path(cache_path, table.root)
         from neurodecode.teachers.simulator import SIM_SPEC, embed_simulator
 
         if str(spec) == SIM_SPEC:
@@ -512,16 +353,14 @@ def run_embedding(
             layers = teacher.canonical_layers(layers)
         else:
             layers = [canonical_layer(name) for name in layers]
-        cache = EmbeddingCache(cache_path)
         parts = parts_dir(cache_path)
-        plan = _Plan(table, s.spec, layers, text, cache, parts)
+        plan = _Plan(table, s.spec, layers, text, cache_path)
         report: dict[str, Any] = {"cache": str(cache_path), "spec": s.spec, "layers": layers + ([text] if text else []),
                                   "n_stimuli": int(len(plan.rows)), "n_images": 0, "n_concepts": len(plan.concepts),
                                   "seconds": 0.0, "images_per_s": None,
                                   "engine": "lightning" if use_lightning else "loop", "rank": 0}
         if plan.empty:
-            if shard_files(parts):
-                merge_shards(cache_path)  # shards of an interrupted run whose work is otherwise done
+            merge_shards(cache_path)  # shards of an interrupted run whose work is otherwise done (if any)
             logger.info(f"{s.spec}: every stimulus is already in {cache_path}")
             return report
         files = plan.resolve_files(table)  # fail on missing images before loading any model
@@ -533,7 +372,7 @@ def run_embedding(
             teacher.text_features([])  # raises the explanatory error
         if use_lightning and len(plan.rows):
             t0 = time.perf_counter()
-            with _lightning_logs(verbose):
+            with contextlib.nullcontext() if verbose else quiet_loggers(_LIGHTNING_LOGGERS):
                 report["rank"] = _run_lightning(
                     teacher, table, layers, cache_path, text and prompt, plan.concepts, batch_size=int(batch_size),
                     num_workers=int(num_workers), accelerator=accelerator, devices=devices, num_nodes=int(num_nodes),
@@ -562,21 +401,6 @@ def _progress_enabled(show: bool) -> bool:
     return bool(show) and os.environ.get("NEURODECODE_NO_PROGRESS", "") in ("", "0")
 
 
-@contextlib.contextmanager
-def _lightning_logs(verbose: bool | str | int | None):
-    """Keep Lightning's start-up chatter (GPU available..., etc.) out of the output unless verbose."""
-    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
-    old = [lg.level for lg in loggers]
-    if not verbose:
-        for lg in loggers:
-            lg.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, old, strict=True):
-            lg.setLevel(level)
-
-
 def ensure_embeddings(
     stimuli: StimulusTable | PathLike,
     spec: str | TeacherSpec,
@@ -601,9 +425,16 @@ def ensure_embeddings(
 
     Nothing is loaded when the cache is already complete (so this is cheap and works offline on a
     finished cache). Otherwise the teacher is loaded (offline; see
-    :func:`~neurodecode.teachers.specs.load_teacher`), the missing stimuli are embedded in batches
+    :func:`~neurodecode.teachers.loading.load_teacher`), the missing stimuli are embedded in batches
     and each finished batch is written as a shard; the shards are merged into the cache atomically
     at the end. Rerunning after an interruption skips everything already written.
+
+    This function reads no rank environment variables and never waits for other processes: with
+    the default ``engine="auto"`` and no ``strategy``/``devices``/``num_nodes``, it runs in this one
+    process. Inside a distributed training job, call it from one process only, e.g. a
+    ``LightningDataModule.prepare_data()`` (Lightning runs that before the other ranks read the
+    cache). Do not run two embeddings into one cache at the same time: a merge removes the
+    temporary files it finds in the shard folder.
 
     Parameters
     ----------
@@ -650,5 +481,4 @@ def ensure_embeddings(
     return EmbeddingCache(report["cache"])
 
 
-__all__ = ["IMAGE_EXTENSIONS", "StimulusImages", "collate_stimuli", "embed_batch", "embed_texts", "ensure_embeddings",
-           "run_embedding", "list_images", "load_stimuli", "stimuli_from_images", "stimulus_image_files"]
+__all__ = ["ENGINES", "embed_batch", "embed_texts", "ensure_embeddings", "run_embedding"]
