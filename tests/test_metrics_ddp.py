@@ -25,7 +25,7 @@ def make_data():
 
 def build_metrics(prompts):
     from neurodecode.evaluation.classification import ClassificationMetrics, ZeroShotClassification
-    from neurodecode.evaluation.retrieval import ZeroShotRetrieval
+    from neurodecode.evaluation.retrieval_metric import ZeroShotRetrieval
 
     return {
         "exact": ZeroShotRetrieval(ks=(2, 10, 50), csls_k=5),

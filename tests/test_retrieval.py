@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from neurodecode.evaluation import search as gal
+from neurodecode.evaluation import ranking as rk
 from neurodecode.evaluation import retrieval as ret
+from neurodecode.evaluation import search as gal
 
 
 # --------------------------------------------------------------------------------------------------
@@ -87,12 +88,12 @@ def test_hand_built_ties_are_deterministic():
                        [3.0, 3.0, 3.0, 3.0],
                        [0.0, 0.0, 0.0, 1.0]])
     for _ in range(2):
-        pess = ret.retrieval_ranks(scores, ties="pessimistic")
+        pess = rk.retrieval_ranks(scores, ties="pessimistic")
         np.testing.assert_array_equal(pess, [3, 1, 4, 1])
-    np.testing.assert_array_equal(ret.retrieval_ranks(scores, ties="optimistic"), [2, 1, 1, 1])
-    np.testing.assert_array_equal(ret.retrieval_ranks(scores, ties="average"), [2.5, 1, 2.5, 1])
+    np.testing.assert_array_equal(rk.retrieval_ranks(scores, ties="optimistic"), [2, 1, 1, 1])
+    np.testing.assert_array_equal(rk.retrieval_ranks(scores, ties="average"), [2.5, 1, 2.5, 1])
     # full-set top-1: a tie is a miss (pessimistic), a hit (optimistic), 1/(t+1) on average
-    full = {t: ret.kway_hits(scores, 4, ties=t)[0] for t in ret.TIES}
+    full = {t: ret.kway_hits(scores, 4, ties=t)[0] for t in rk.TIES}
     np.testing.assert_allclose(full["pessimistic"], [0, 1, 0, 1])
     np.testing.assert_allclose(full["optimistic"], [0, 1, 1, 1])
     np.testing.assert_allclose(full["average"], [0, 1, 0.25, 1])
@@ -101,10 +102,10 @@ def test_hand_built_ties_are_deterministic():
 def test_ranks_equal_brute_force():
     brain, image = paired(n=30, noise=2.0)
     s = brute_cosine(brain.astype(np.float64), image.astype(np.float64))
-    for ties in ret.TIES:
-        np.testing.assert_allclose(ret.retrieval_ranks(s, ties=ties), brute_ranks(s, ties))
+    for ties in rk.TIES:
+        np.testing.assert_allclose(rk.retrieval_ranks(s, ties=ties), brute_ranks(s, ties))
     res = ret.zero_shot_retrieval(brain, image, ks=(2,), directions=("brain_to_image",))
-    s32 = ret.similarity_matrix(brain, image).numpy()
+    s32 = rk.similarity_matrix(brain, image).numpy()
     b2i = res["inductive"]["brain_to_image"]
     assert b2i["median_rank"] == np.median(brute_ranks(s32, "pessimistic"))
     assert b2i["mean_rank"] == pytest.approx(np.mean(brute_ranks(s32, "pessimistic")))
@@ -145,7 +146,7 @@ def test_constant_decoder_tie_policies():
     _, image = paired(n=20)
     brain = np.zeros((20, 16))  # a decoder that outputs nothing: cosine 0 to every image, all ties
     res = {t: ret.zero_shot_retrieval(brain, image, ks=(2, 4, 10), ties=t, directions=("brain_to_image",))
-           for t in ret.TIES}
+           for t in rk.TIES}
     for k in (2, 4, 10):
         assert res["pessimistic"]["inductive"]["brain_to_image"][f"top1_{k}way"] == 0.0
         assert res["optimistic"]["inductive"]["brain_to_image"][f"top1_{k}way"] == 1.0
@@ -158,7 +159,7 @@ def test_constant_decoder_tie_policies():
 # --------------------------------------------------------------------------------------------------
 def test_monte_carlo_is_reproducible_and_seeded():
     brain, image = paired(n=50, noise=3.0)
-    s = ret.similarity_matrix(brain, image)
+    s = rk.similarity_matrix(brain, image)
     a = ret.kway_hits(s, 10, tops=(1, 5), method="monte_carlo", n_draws=30, seed=7)
     b = ret.kway_hits(s, 10, tops=(1, 5), method="monte_carlo", n_draws=30, seed=7)
     c = ret.kway_hits(s, 10, tops=(1, 5), method="monte_carlo", n_draws=30, seed=8)
@@ -177,7 +178,7 @@ def test_monte_carlo_is_reproducible_and_seeded():
 @pytest.mark.parametrize("ties", ["pessimistic", "average"])
 def test_monte_carlo_agrees_with_closed_form(protocol, ties):
     brain, image = paired(n=60, noise=2.5, seed=5)
-    s = ret.similarity_matrix(brain, image).numpy()
+    s = rk.similarity_matrix(brain, image).numpy()
     s = np.round(s * 8) / 8  # coarse scores: plenty of ties
     n_draws = 1000 if protocol == "per_query" else 3000
     for k, top in [(2, 1), (10, 1), (10, 5), (30, 1)]:
@@ -253,10 +254,10 @@ def test_csls_matches_formula_and_is_reported_apart():
     r_c = np.sort(s, axis=1)[:, -k:].mean(axis=1)
     r_q = np.sort(s, axis=0)[-k:, :].mean(axis=0)
     expected = 2 * s - r_c[:, None] - r_q[None, :]
-    np.testing.assert_allclose(ret.csls_scores(s, k=k).numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(rk.csls_scores(s, k=k).numpy(), expected, atol=1e-12)
     res = ret.zero_shot_retrieval(brain, image, ks=(2, 10), csls_k=k)
     assert res["transductive"]["method"] == "csls" and "transductive" in res["transductive"]["note"]
-    c = ret.csls_scores(ret.similarity_matrix(brain, image), k=k)
+    c = rk.csls_scores(rk.similarity_matrix(brain, image), k=k)
     assert res["transductive"]["image_to_brain"]["top1_10way"] == pytest.approx(ret.kway_accuracy(c.T, 10))
     flat = ret.flatten_metrics(res)
     assert flat["brain_to_image/top1_2way"] == res["inductive"]["brain_to_image"]["top1_2way"]
@@ -289,9 +290,9 @@ def test_bad_inputs_have_clear_errors():
     with pytest.raises(ValueError, match="'ties'"):
         ret.zero_shot_retrieval(brain, image, ties="random")
     with pytest.raises(ValueError, match="k >= 2"):
-        ret.kway_accuracy(ret.similarity_matrix(brain, image), 1)
+        ret.kway_accuracy(rk.similarity_matrix(brain, image), 1)
     with pytest.raises(ValueError, match="larger than the number of candidates"):
-        ret.kway_accuracy(ret.similarity_matrix(brain, image), 11)
+        ret.kway_accuracy(rk.similarity_matrix(brain, image), 11)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -431,3 +432,42 @@ def test_search_gallery_on_cuda_matches_cpu(gallery_data):
         assert s.device.type == "cuda"
         np.testing.assert_array_equal(i.cpu().numpy(), cpu_i.numpy())
         np.testing.assert_allclose(s.cpu().numpy(), cpu_s.numpy(), atol=1e-4)
+
+
+def test_rank_counts_all_matches_rank_counts_for_every_target():
+    rng = np.random.default_rng(3)
+    s = rng.integers(0, 4, size=(6, 9)).astype(np.float32)  # many ties
+    better_all, tied_all = rk.rank_counts_all(s)
+    for j in range(s.shape[1]):
+        better, tied = rk.rank_counts(s, np.full(s.shape[0], j))
+        np.testing.assert_array_equal(better_all[:, j], better)
+        np.testing.assert_array_equal(tied_all[:, j], tied)
+    # a single draw's hits follow the same tie conventions as the closed form
+    b, t = np.array([0, 1, 0]), np.array([0, 0, 2])
+    np.testing.assert_array_equal(rk.hits_from_draw_counts(b, t, 1, "pessimistic"), [1, 0, 0])
+    np.testing.assert_array_equal(rk.hits_from_draw_counts(b, t, 1, "optimistic"), [1, 0, 1])
+    np.testing.assert_allclose(rk.hits_from_draw_counts(b, t, 1, "average"), [1, 0, 1 / 3])
+
+
+def test_zero_shot_retrieval_metric_with_repeated_images_and_padding():
+    # rows that show the same image (targets) count it once as a candidate; repeated ids (a
+    # distributed sampler's padding) are dropped: the numbers equal the functional ones on unique data
+    from neurodecode.evaluation.retrieval import zero_shot_retrieval
+    from neurodecode.evaluation.retrieval_metric import ZeroShotRetrieval
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(6, 8, generator=g)
+    stim = torch.tensor([0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5])
+    brain = images[stim] + 0.9 * torch.randn(12, 8, generator=g)
+    ids = torch.arange(12)
+    metric = ZeroShotRetrieval(ks=[6], tops=[1, 5], full=False, directions=("brain_to_image",))
+    metric.update(brain[:7], images[stim[:7]], ids=ids[:7], targets=stim[:7])
+    metric.update(brain[5:], images[stim[5:]], ids=ids[5:], targets=stim[5:])  # rows 5 and 6 twice
+    metric.update(torch.zeros(0, 8), torch.zeros(0, 8), ids=ids[:0], targets=stim[:0])  # a rank with no rows
+    flat = metric.compute()
+    ref = zero_shot_retrieval(brain, images, targets=stim, ks=[6], tops=[1, 5], full=False,
+                              directions=("brain_to_image",))["inductive"]["brain_to_image"]
+    assert float(flat["brain_to_image/top1_6way"]) == pytest.approx(ref["top1_6way"])
+    assert float(flat["brain_to_image/top5_6way"]) == pytest.approx(ref["top5_6way"])
+    with pytest.raises(ValueError, match="targets in every update"):
+        metric.update(brain[:2], images[stim[:2]], ids=ids[:2])

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from neurodecode.evaluation import ceiling, stats
-from neurodecode.evaluation.retrieval import kway_accuracy, similarity_matrix
+from neurodecode.evaluation.ranking import similarity_matrix
+from neurodecode.evaluation.retrieval import kway_accuracy
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ example:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from neurodecode.simulate.forward import MODALITY_DEFAULTS, SimulationConfig
+    from neurodecode.simulate.config import MODALITY_DEFAULTS, SimulationConfig
 
     d = SimulationConfig()
     parser.add_argument("--modality", choices=sorted(MODALITY_DEFAULTS), default="eeg", help="default: eeg")
@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from neurodecode.simulate.forward import SimulationConfig, simulate
+    from neurodecode.simulate.dataset import SimulationConfig, simulate
 
     cfg = SimulationConfig(
         modality=args.modality, n_subjects=args.subjects, n_train_concepts=args.train_concepts,

@@ -252,7 +252,12 @@ def split_half_identification(responses: Any, *, ks: Sequence[int] = (2, 10, 50,
         ``{"top{n}_{k}way": accuracy, "top{n}_full": ..., "n_splits", "seed", "repetitions_per_half",
         "note"}``.
     """
-    from neurodecode.evaluation.retrieval import _hits_from_counts, hit_probability_curve, rank_counts, similarity_matrix
+    from neurodecode.evaluation.ranking import (
+        hit_probability_curve,
+        hits_from_counts,
+        rank_counts,
+        similarity_matrix,
+    )
 
     x = _check_responses(responses)
     n_stim, n_rep = x.shape[:2]
@@ -271,7 +276,7 @@ def split_half_identification(responses: Any, *, ks: Sequence[int] = (2, 10, 50,
                 if n > k:
                     continue
                 key = f"top{n}_full" if k == n_stim else f"top{n}_{k}way"
-                hits = _hits_from_counts(better, tied, hit_probability_curve(n_stim, k, n), ties)
+                hits = hits_from_counts(better, tied, hit_probability_curve(n_stim, k, n), ties)
                 sums[key] = sums.get(key, 0.0) + float(hits.mean())
     out: dict[str, Any] = {key: v / int(n_splits) for key, v in sums.items()}
     out.update(n_splits=int(n_splits), seed=int(seed), repetitions_per_half=n_rep // 2, n_stimuli=int(n_stim),

@@ -32,8 +32,15 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from neurodecode.evaluation.ranking import (
+    SIMILARITIES,
+    TIES,
+    ArrayLike,
+    as_embeddings,
+    hits_from_counts,
+    similarity_matrix,
+)
 from neurodecode.utils import check_option
-from neurodecode.evaluation.retrieval import SIMILARITIES, TIES, ArrayLike, _hits_from_counts, as_embeddings, similarity_matrix
 
 __all__ = [
     "ClassificationMetrics",
@@ -150,14 +157,14 @@ def classification_metrics(labels: ArrayLike, scores: ArrayLike, *, tops: Sequen
     tied = ((s == true).sum(dim=1) - 1).cpu().numpy()
     # a top-n hit needs fewer than n classes above the true one: the full-set retrieval curve
     out: dict[str, Any] = {}
-    top1 = _hits_from_counts(better, tied, (np.arange(n_classes) < 1).astype(float), ties)
+    top1 = hits_from_counts(better, tied, (np.arange(n_classes) < 1).astype(float), ties)
     out["accuracy"] = float(top1.mean())
     for top in sorted({int(t) for t in tops}):
         if top < 1:
             raise ValueError(f"tops must be positive, got {top}.")
         if top == 1 or top >= n_classes:
             continue
-        hits = _hits_from_counts(better, tied, (np.arange(n_classes) < top).astype(float), ties)
+        hits = hits_from_counts(better, tied, (np.arange(n_classes) < top).astype(float), ties)
         out[f"top{top}_accuracy"] = float(hits.mean())
     present = np.unique(y)
     out["balanced_accuracy"] = float(np.mean([top1[y == c].mean() for c in present]))

@@ -1,4 +1,8 @@
-"""Retrieval against large galleries (up to millions of image embeddings) in bounded memory.
+"""Large-gallery search: top-k retrieval against millions of image embeddings in bounded memory.
+
+This is *search* of a big distractor gallery (e.g. every image of a data set, or a web-scale set of
+embeddings). It is not the reconstruction gallery (the images shown next to reconstructed images),
+and not the k-way test-set retrieval of :mod:`~neurodecode.evaluation.retrieval`. Ranks and ties follow :mod:`~neurodecode.evaluation.ranking`.
 
 The gallery is read in chunks of rows; each chunk is compared with every query and only the best
 ``k`` per query are kept (``torch.topk`` on the chunk, merged with the running best). Memory is
@@ -31,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from neurodecode.evaluation.ranking import SIMILARITIES, TIES, ArrayLike, as_embeddings, ranks_from_counts
 from neurodecode.utils import check_option, progress
-from neurodecode.evaluation.retrieval import SIMILARITIES, TIES, ArrayLike, _ranks_from_counts, as_embeddings
 
 __all__ = ["GallerySource", "auto_chunk_size", "gallery_ranks", "gallery_retrieval", "open_gallery",
            "search_gallery"]
@@ -276,9 +280,10 @@ def _similarities(q: torch.Tensor, g: torch.Tensor, inv: torch.Tensor | None) ->
 def _resolve(queries: ArrayLike, src: GallerySource, device: Any, dtype: Any, similarity: str
              ) -> tuple[torch.device, torch.dtype]:
     check_option("similarity", similarity, SIMILARITIES)
-    if dtype not in _DTYPES:
-        raise ValueError(f"Invalid value for the 'dtype' parameter. Allowed values are None, 'float32', "
-                         f"'float16', 'bfloat16' (or the torch dtypes), but got {dtype!r} instead.")
+    if not (dtype is None or isinstance(dtype, (str, torch.dtype))):  # e.g. a numpy dtype
+        raise ValueError(f"dtype must be None, a name ('float32', 'float16', 'bfloat16') or a torch dtype, got "
+                         f"{dtype!r} of type {type(dtype).__name__}.")
+    check_option("dtype", dtype, tuple(_DTYPES))
     if device is None:
         if isinstance(queries, torch.Tensor):
             device = queries.device
@@ -455,7 +460,7 @@ def _gallery_ranks(queries: ArrayLike, gallery: Any, *, positives: ArrayLike | N
                 better += (sims > true).sum(dim=1)
                 tied += (sims == true).sum(dim=1)
                 bar.update(1)
-        return _ranks_from_counts(better.cpu().numpy(), tied.cpu().numpy(), ties), n
+        return ranks_from_counts(better.cpu().numpy(), tied.cpu().numpy(), ties), n
     finally:
         if src is not gallery:
             src.close()

@@ -142,20 +142,6 @@ def bootstrap_metrics(per_item: Mapping[str, Any], **kwargs: Any) -> dict[str, d
 # --------------------------------------------------------------------------------------------------
 # permutation tests against chance
 # --------------------------------------------------------------------------------------------------
-def _better_tied_all(scores: Any) -> tuple[np.ndarray, np.ndarray]:
-    """For every entry ``(i, j)``: entries of row ``i`` strictly above it, and equal to it (minus 1)."""
-    import torch
-
-    s = scores if isinstance(scores, torch.Tensor) else torch.as_tensor(np.asarray(scores))
-    s = s.detach().to("cpu", torch.float64).contiguous()
-    srt = torch.sort(s, dim=1).values
-    right = torch.searchsorted(srt, s, right=True)
-    left = torch.searchsorted(srt, s, right=False)
-    better = s.shape[1] - right
-    tied = right - left - 1
-    return better.numpy().astype(np.int64), tied.numpy().astype(np.int64)
-
-
 def _null_stats(better: np.ndarray, tied: np.ndarray, targets: np.ndarray, value: Callable, *,
                 n_permutations: int, rng: np.random.Generator, block: int = 512) -> np.ndarray:
     n = targets.shape[0]
@@ -214,16 +200,17 @@ def retrieval_permutation_test(brain: Any, image: Any, *, targets: Any = None, k
         accuracy or rank under the null), ``alternative``, ``n_permutations``, ``seed`` and the
         settings.
     """
-    from neurodecode.evaluation.retrieval import (
-        DIRECTIONS,
+    from neurodecode.evaluation.ranking import (
         TIES,
-        _hits_from_counts,
-        _inverse_targets,
-        _ranks_from_counts,
-        _targets,
+        as_targets,
         hit_probability_curve,
+        hits_from_counts,
+        inverse_targets,
+        rank_counts_all,
+        ranks_from_counts,
         similarity_matrix,
     )
+    from neurodecode.evaluation.retrieval import DIRECTIONS
 
     check_option("statistic", statistic, ("accuracy", "mean_rank"))
     check_option("direction", direction, DIRECTIONS)
@@ -231,23 +218,23 @@ def retrieval_permutation_test(brain: Any, image: Any, *, targets: Any = None, k
     if int(n_permutations) < 1:
         raise ValueError(f"n_permutations must be >= 1, got {n_permutations}.")
     s = similarity_matrix(brain, image, similarity=similarity, query_name="brain", candidate_name="image")
-    tgt = _targets(targets, s.shape[0], s.shape[1])
+    tgt = as_targets(targets, s.shape[0], s.shape[1])
     if direction == "image_to_brain":
-        tgt = _inverse_targets(tgt, s.shape[1])
+        tgt = inverse_targets(tgt, s.shape[1])
         s = s.T
     n_c = s.shape[1]
-    better, tied = _better_tied_all(s)
+    better, tied = rank_counts_all(s)
     if statistic == "accuracy":
         kk = n_c if k is None else int(k)
         curve = hit_probability_curve(n_c, kk, top)
 
         def value(b: np.ndarray, t: np.ndarray) -> np.ndarray:
-            return _hits_from_counts(b, t, curve, ties)
+            return hits_from_counts(b, t, curve, ties)
 
         chance, alternative = top / kk, "greater"
     else:
         def value(b: np.ndarray, t: np.ndarray) -> np.ndarray:
-            return _ranks_from_counts(b, t, ties)
+            return ranks_from_counts(b, t, ties)
 
         chance, alternative = (n_c + 1) / 2, "less"
     rows = np.arange(tgt.shape[0])
@@ -279,11 +266,11 @@ def classification_permutation_test(labels: Any, scores: Any, *, statistic: str 
         As :func:`retrieval_permutation_test`; ``chance`` is ``top / n_classes``, while ``null_mean``
         is the mean of the permutation null, which also reflects the label frequencies.
     """
-    from neurodecode.evaluation.retrieval import TIES, _hits_from_counts
+    from neurodecode.evaluation.ranking import TIES, hits_from_counts, rank_counts_all
 
     check_option("statistic", statistic, ("accuracy", "balanced_accuracy"))
     check_option("ties", ties, TIES)
-    better, tied = _better_tied_all(scores)
+    better, tied = rank_counts_all(scores)
     n, n_classes = better.shape
     y = np.asarray(labels)
     if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes:
@@ -297,7 +284,7 @@ def classification_permutation_test(labels: Any, scores: Any, *, statistic: str 
 
     if statistic == "accuracy":
         def value(b: np.ndarray, t: np.ndarray) -> np.ndarray:
-            return _hits_from_counts(b, t, curve, ties)
+            return hits_from_counts(b, t, curve, ties)
 
         observed = float(value(better[rows, y], tied[rows, y]).mean())
         null = _null_stats(better, tied, y, value, n_permutations=int(n_permutations),
@@ -313,13 +300,13 @@ def classification_permutation_test(labels: Any, scores: Any, *, statistic: str 
             np.add.at(sums, (np.arange(h.shape[0])[:, None], lab_idx), h)
             return (sums / counts).mean(axis=1)
 
-        observed = float(bal(_hits_from_counts(better[rows, y], tied[rows, y], curve, ties)[None], inv[None])[0])
+        observed = float(bal(hits_from_counts(better[rows, y], tied[rows, y], curve, ties)[None], inv[None])[0])
         rng = np.random.default_rng(seed)
         null = np.empty(int(n_permutations))
         for start in range(0, int(n_permutations), 512):
             stop = min(start + 512, int(n_permutations))
             perms = np.argsort(rng.random((stop - start, n)), axis=1)
-            h = _hits_from_counts(better[rows, y[perms]], tied[rows, y[perms]], curve, ties)
+            h = hits_from_counts(better[rows, y[perms]], tied[rows, y[perms]], curve, ties)
             null[start:stop] = bal(h, inv[perms])
     return _perm_result(observed, null, "greater", seed=int(seed), chance=float(top / n_classes),
                         statistic_name=statistic, top=top, ties=ties)

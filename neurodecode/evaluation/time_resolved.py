@@ -23,8 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from neurodecode.utils import progress
+from neurodecode.utils import check_option, progress
 
+__all__ = ["SCORINGS", "sliding_windows", "time_resolved_classification", "time_resolved_retrieval"]
+
+SCORINGS: tuple[str, ...] = ("auto", "roc_auc", "accuracy", "balanced_accuracy")  # time_resolved_classification
 
 def sliding_windows(times: np.ndarray, width: float, step: float) -> list[tuple[int, int, float]]:
     """Windows ``(start, stop, centre_time)`` over ``times`` (sample indices, stop exclusive).
@@ -114,7 +117,8 @@ def time_resolved_retrieval(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from neurodecode.evaluation.retrieval import kway_hits, similarity_matrix
+    from neurodecode.evaluation.ranking import similarity_matrix
+    from neurodecode.evaluation.retrieval import kway_hits
 
     train_x, test_x = np.asarray(train_x, np.float32), np.asarray(test_x, np.float32)
     if train_x.ndim != 3 or test_x.ndim != 3 or train_x.shape[1:] != test_x.shape[1:]:
@@ -204,10 +208,9 @@ def time_resolved_classification(
     if x.ndim != 3 or len(x) != len(y):
         raise ValueError(f"x must be (n_trials, n_chans, n_times) with one label per trial; got {x.shape} and "
                          f"{len(y)} labels.")
+    check_option("scoring", scoring, SCORINGS)
     if scoring == "auto":
         scoring = "roc_auc" if len(classes) == 2 else "accuracy"
-    if scoring not in ("roc_auc", "accuracy", "balanced_accuracy"):
-        raise ValueError(f"Invalid value for the 'scoring' parameter: {scoring!r}.")
     if scoring == "roc_auc" and len(classes) != 2:
         raise ValueError("scoring='roc_auc' needs exactly two classes.")
     if groups is None:

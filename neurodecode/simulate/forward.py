@@ -1,25 +1,9 @@
-r"""Brain-response simulator: procedurally drawn objects and the EEG, MEG or fMRI responses they evoke.
+r"""Forward model of the simulator: the EEG, MEG or fMRI responses that simulated stimuli evoke.
 
-Everything in neurodecode can run on a fresh machine with no download because this module makes a
-complete data set: a stimulus set of object images with a zero-shot split (training concepts and
-disjoint test concepts, like THINGS-EEG2), and trial stores of several subjects.
-
-Stimuli
--------
-A concept is a (shape, colour, texture) combination (see :mod:`neurodecode.simulate.shapes`);
-training and test concepts are disjoint, but every attribute of a test concept also occurs in some
-training concepts, so zero-shot decoding is possible through shared features. Training concepts have
-``n_exemplars`` images each, test concepts ``n_test_exemplars`` (THINGS-EEG2: 10 and 1). Exemplars
-vary in size, position, pose, colour jitter and texture phase.
-
-Features of an image
---------------------
-* **low-level** (10 numbers computed from the pixels: mean R, G, B, contrast, object area, centroid
-  x and y, orientation energy (2), high-spatial-frequency share), z-scored with training statistics;
-* **mid-level** (8): the concept's shape and texture codes (random 4-d vectors per attribute value);
-* **semantic** (12): shape, colour and texture codes, plus a concept-specific idiosyncratic code of
-  relative size ``idiosyncratic`` that no image feature predicts (real brains encode things that no
-  vision model does), scaled to unit variance per dimension.
+Stimuli and their features (low-level, mid-level, semantic) are made by
+:mod:`neurodecode.simulate.stimuli`; this module maps features to noiseless responses and draws
+trial-to-trial noise. :mod:`neurodecode.simulate.dataset` writes whole data sets and
+:mod:`neurodecode.simulate.ceiling` computes the ideal decoder's accuracy.
 
 EEG / MEG forward model
 -----------------------
@@ -44,8 +28,9 @@ and a subject-specific :math:`w'_s`, and the gain :math:`g_s` and noise level va
 Trial-to-trial variability has two parts, both Gaussian and independent across trials. *Neural
 noise*: each source's amplitude varies from trial to trial with a standard deviation of
 ``neural_noise`` times its spread over stimuli (noise inside the signal subspace, which no spatial or
-temporal filter removes). *Background noise*: the sum of two spatio-temporally separable parts: a broadband part (30 background sources on random scalp positions plus sensor noise,
-all with a :math:`1/f` spectrum) and an alpha part (4 posterior sources with a spectral peak at
+temporal filter removes). *Background noise*: the sum of two spatio-temporally separable parts: a
+broadband part (30 background sources on random scalp positions plus sensor noise, all with a
+:math:`1/f` spectrum) and an alpha part (4 posterior sources with a spectral peak at
 10 +- 1 Hz). The background covariance is therefore exactly
 :math:`\Sigma = S_1 \otimes T_1 + S_2 \otimes T_2` (spatial x temporal), and the total covariance adds
 the low-rank neural part :math:`\sigma^2 P P^\top`; both are known in closed form.
@@ -63,57 +48,20 @@ smooth random fields. Single-trial betas are :math:`g_s W_s (f(i) + \epsilon)` p
 :math:`\sigma^2 I + U U^\top` (independent voxel noise plus three global fluctuations), scaled to
 ``snr`` the same way; :math:`\epsilon` is the feature-level neural noise (``neural_noise`` times the
 features' spread). Subjects share voxel grids; their weights mix shared and subject-specific fields.
-
-Ceiling
--------
-:func:`ideal_decoder_accuracy` is the Bayes-optimal identification of each test image among all test
-images for a decoder that knows the forward model (the noiseless responses and the noise covariance):
-maximum likelihood, i.e. the nearest mean after exact whitening. It is computed on the simulated test
-set itself, from responses averaged over all test repetitions (as the THINGS protocol averages), and
-also from single trials. No decoder that sees only the data can beat it in expectation, so it tells how
-close a trained model gets.
-
-Outputs of :func:`simulate`: ``images/{train,test}/NNNNN_<concept>/<concept>_NN.png``, ``stimuli.tsv``,
-``sub-XX.h5`` per subject, ``features.npz`` (the true features per stimulus), ``ceiling.json`` and
-``dataset.json``. Seeded and deterministic.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from neurodecode.io.channels import THINGS_EEG2_63
-from neurodecode.io.store import StimulusTable, StoreWriter, store_filename
-from neurodecode.utils import atomic_path, atomic_write_json, check_option, logger, progress, use_log_level
-from neurodecode.readers.common import provenance_step, write_prepared_metadata
-from neurodecode.simulate.shapes import (
-    COLOURS,
-    LOW_LEVEL_NAMES,
-    SHAPES,
-    TEXTURES,
-    Concept,
-    all_concepts,
-    low_level_features,
-    render,
-)
+from neurodecode.simulate.config import SimulationConfig
+from neurodecode.simulate.sensors import EEG63, N_MEG, eeg_info, eeg_montage, meg_info, meg_layout_xy
+from neurodecode.simulate.stimuli import StimulusSet, feature_block
 
-EEG63 = THINGS_EEG2_63  # the THINGS-EEG2 montage (Fz reference)
-N_MEG = 271
-
-MODALITY_DEFAULTS: dict[str, dict[str, Any]] = {
-    # repetitions per image follow the public data sets: THINGS-EEG2 (4 train, 80 test: we use 20 to stay
-    # small), THINGS-MEG (1 train, 12 test), NSD (up to 3; 1 for training images here).
-    "eeg": {"n_reps_train": 4, "n_reps_test": 20, "sfreq": 250.0, "snr": 0.3, "neural_noise": 4.0},
-    "meg": {"n_reps_train": 1, "n_reps_test": 12, "sfreq": 200.0, "snr": 0.3, "neural_noise": 3.0},
-    "fmri": {"n_reps_train": 1, "n_reps_test": 3, "sfreq": None, "snr": 0.1, "neural_noise": 3.5},
-}
+__all__ = ["COMPONENTS", "MEG_CENTRES", "SubjectModel", "fmri_model", "sample_noise", "timeseries_model"]
 
 # components: name, latency (s), width (s), scalp centres (EEG electrode names) and feature block
 COMPONENTS = (
@@ -129,90 +77,6 @@ MEG_CENTRES = {
     "P3": ((0.5, 0.35), (0.45, 0.45), (0.55, 0.3), (0.4, 0.32), (0.6, 0.32), (0.5, 0.4)),
     "late": ((0.4, 0.5), (0.6, 0.5), (0.5, 0.55), (0.35, 0.45), (0.65, 0.45), (0.5, 0.62)),
 }
-ATTRIBUTE_DIM = 4
-
-
-@dataclass
-class SimulationConfig:
-    """Parameters of a simulated data set (see the module docstring for the model).
-
-    ``None`` for ``n_reps_train``, ``n_reps_test``, ``sfreq`` and ``snr`` takes the modality's default.
-    """
-
-    modality: str = "eeg"
-    n_subjects: int = 4
-    n_train_concepts: int = 150
-    n_test_concepts: int = 50
-    n_exemplars: int = 5
-    n_test_exemplars: int = 1
-    n_reps_train: int | None = None
-    n_reps_test: int | None = None
-    snr: float | None = None
-    sfreq: float | None = None
-    duration: float = 1.0
-    image_size: int = 64
-    n_voxels: int = 2000
-    neural_noise: float | None = None
-    subject_variability: float = 0.5
-    idiosyncratic: float = 0.25
-    seed: int = 0
-
-    def resolved(self) -> SimulationConfig:
-        """A copy with modality defaults filled in and every value checked."""
-        check_option("modality", self.modality, tuple(MODALITY_DEFAULTS))
-        d = asdict(self)
-        for k, v in MODALITY_DEFAULTS[self.modality].items():
-            if d[k] is None:
-                d[k] = v
-        cfg = SimulationConfig(**d)
-        n_all = len(SHAPES) * len(COLOURS) * len(TEXTURES)
-        for name in ("n_subjects", "n_train_concepts", "n_test_concepts", "n_exemplars", "n_test_exemplars",
-                     "n_reps_train", "n_reps_test", "image_size"):
-            if int(getattr(cfg, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
-        if cfg.n_test_concepts < 2:
-            raise ValueError(f"n_test_concepts must be at least 2 for retrieval, got {cfg.n_test_concepts}")
-        if cfg.n_train_concepts + cfg.n_test_concepts > n_all:
-            raise ValueError(f"n_train_concepts + n_test_concepts must be at most {n_all} (the number of "
-                             f"shape x colour x texture combinations), got "
-                             f"{cfg.n_train_concepts + cfg.n_test_concepts}")
-        if cfg.snr is None or not cfg.snr > 0:
-            raise ValueError(f"snr must be positive, got {cfg.snr}")
-        if cfg.neural_noise is None or cfg.neural_noise < 0:
-            raise ValueError(f"neural_noise must be >= 0, got {cfg.neural_noise}")
-        if cfg.modality != "fmri" and (cfg.sfreq is None or cfg.sfreq <= 0):
-            raise ValueError(f"sfreq must be positive, got {cfg.sfreq}")
-        if not 0 <= cfg.subject_variability <= 2:
-            raise ValueError(f"subject_variability must be in [0, 2], got {cfg.subject_variability}")
-        if cfg.image_size < 16:
-            raise ValueError(f"image_size must be at least 16, got {cfg.image_size}")
-        return cfg
-
-    @property
-    def n_times(self) -> int:
-        """Samples per trial (EEG/MEG)."""
-        return int(round(self.duration * float(self.sfreq)))
-
-
-@dataclass
-class StimulusSet:
-    """The simulated stimuli: concepts, images and true features."""
-
-    concepts: list[Concept]
-    concept_split: np.ndarray  # per concept, "train"/"test"
-    stim_concept: np.ndarray  # per stimulus, index into concepts
-    stim_exemplar: np.ndarray  # per stimulus, exemplar number within its concept
-    stimulus_id: np.ndarray
-    split: np.ndarray
-    images: np.ndarray  # (n_stimuli, size, size, 3) uint8
-    exemplars: list[dict[str, float]]
-    features: dict[str, np.ndarray]  # "low", "mid", "sem", each (n_stimuli, d)
-
-    def table(self, image_paths: Sequence[str] | None = None, root: Path | None = None) -> StimulusTable:
-        """The stimulus table (image paths optional)."""
-        paths = [""] * len(self.stimulus_id) if image_paths is None else list(image_paths)
-        names = [self.concepts[c].name for c in self.stim_concept]
-        return StimulusTable(self.stimulus_id, names, paths, self.split, root=root)
 
 
 @dataclass
@@ -223,137 +87,6 @@ class SubjectModel:
     noise_scale: float
     # EEG/MEG: Sigma = scale^2 (S1 (x) T1 + S2 (x) T2); fMRI: Sigma = scale^2 (sigma2 I + U U^T)
     parts: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------------------------------
-# stimuli
-# --------------------------------------------------------------------------------------------------
-def make_stimuli(cfg: SimulationConfig) -> StimulusSet:
-    """Choose concepts (zero-shot split), render exemplars and compute their features."""
-    from neurodecode.simulate.shapes import sample_exemplar
-
-    cfg = cfg.resolved()
-    rng = np.random.default_rng([cfg.seed, 1])
-    pool = all_concepts()
-    train_c, test_c = _split_concepts(pool, cfg.n_train_concepts, cfg.n_test_concepts, rng)
-    concepts = train_c + test_c
-    concept_split = np.array(["train"] * len(train_c) + ["test"] * len(test_c), dtype=object)
-
-    stim_concept, stim_ex, ids, split, images, exemplars = [], [], [], [], [], []
-    for ci, (concept, sp) in enumerate(zip(concepts, concept_split, strict=True)):
-        n_ex = cfg.n_exemplars if sp == "train" else cfg.n_test_exemplars
-        for e in range(n_ex):
-            ex = sample_exemplar(rng)
-            stim_concept.append(ci)
-            stim_ex.append(e)
-            ids.append(f"{concept.name}_{e + 1:02d}")
-            split.append(sp)
-            images.append(render(concept, ex, cfg.image_size))
-            exemplars.append(ex.to_dict())
-    stim_concept = np.asarray(stim_concept)
-    split = np.asarray(split, dtype=object)
-    images = np.stack(images)
-    low = np.stack([low_level_features(im, background=None) for im in images])
-    train = split == "train"
-    low = (low - low[train].mean(0)) / (low[train].std(0) + 1e-8)
-
-    # attribute codes are properties of the simulated "world" (shared by all subjects)
-    wrng = np.random.default_rng([cfg.seed, 2])
-    codes = {
-        "shape": {s: wrng.standard_normal(ATTRIBUTE_DIM) for s in SHAPES},
-        "colour": {c: wrng.standard_normal(ATTRIBUTE_DIM) for c in COLOURS},
-        "texture": {t: wrng.standard_normal(ATTRIBUTE_DIM) for t in TEXTURES},
-    }
-    idio = {c.name: wrng.standard_normal(3 * ATTRIBUTE_DIM) for c in concepts}
-    mid, sem = [], []
-    for ci in stim_concept:
-        c = concepts[ci]
-        mid.append(np.concatenate([codes["shape"][c.shape], codes["texture"][c.texture]]))
-        s = np.concatenate([codes["shape"][c.shape], codes["colour"][c.colour], codes["texture"][c.texture]])
-        sem.append((s + cfg.idiosyncratic * idio[c.name]) / np.sqrt(1 + cfg.idiosyncratic**2))
-    features = {"low": low, "mid": np.stack(mid), "sem": np.stack(sem)}
-    return StimulusSet(concepts, concept_split, stim_concept, np.asarray(stim_ex), np.asarray(ids, dtype=object),
-                       split, images, exemplars, features)
-
-
-def _split_concepts(pool: list[Concept], n_train: int, n_test: int,
-                    rng: np.random.Generator) -> tuple[list[Concept], list[Concept]]:
-    """Draw training concepts, then test concepts (disjoint) whose shape, colour and texture each occur
-    among the training concepts, so that zero-shot decoding through shared attributes is possible."""
-    order = [pool[i] for i in rng.permutation(len(pool))]
-    train = order[:n_train]
-    seen = [{getattr(c, a) for c in train} for a in ("shape", "colour", "texture")]
-    candidates = [c for c in order[n_train:]
-                  if c.shape in seen[0] and c.colour in seen[1] and c.texture in seen[2]]
-    if len(candidates) < n_test:
-        raise ValueError(f"only {len(candidates)} test concepts share all their attributes with the "
-                         f"{n_train} training concepts; use more training concepts or fewer test concepts")
-    return train, candidates[:n_test]
-
-
-def _feature_block(feats: dict[str, np.ndarray], block: str) -> np.ndarray:
-    if block == "low":
-        return feats["low"]
-    if block == "lowmid":
-        return np.concatenate([feats["low"], feats["mid"]], axis=1)
-    if block == "sem":
-        return feats["sem"]
-    if block == "all":
-        return np.concatenate([feats["low"], feats["mid"], feats["sem"]], axis=1)
-    raise ValueError(block)
-
-
-# --------------------------------------------------------------------------------------------------
-# sensors
-# --------------------------------------------------------------------------------------------------
-def eeg_info(sfreq: float = 250.0):
-    """``mne.Info`` of the 63 THINGS-EEG2 channels with positions from MNE's ``colin27_1005`` montage."""
-    import mne
-
-    info = mne.create_info(list(EEG63), float(sfreq), "eeg")
-    info.set_montage(_montage(), verbose=False)
-    return info
-
-
-def _montage():
-    import mne
-
-    try:
-        return mne.channels.make_standard_montage("colin27_1005")
-    except ValueError:  # older MNE
-        return mne.channels.make_standard_montage("standard_1005")
-
-
-def meg_info(sfreq: float = 200.0):
-    """``mne.Info`` of 271 axial-gradiometer-like MEG channels with positions from the CTF-275 layout.
-
-    Positions: the 2-D layout coordinates are mapped onto a hemisphere of radius 12 cm (x to the
-    right, y to the front, z up) and stored in each channel's ``loc``; the channel type is ``mag``.
-    """
-    import mne
-
-    lay = mne.channels.read_layout("CTF-275")
-    names = [n.split("-")[0] for n in lay.names][:N_MEG]
-    xy = _meg_xy(lay)[:N_MEG]
-    info = mne.create_info(names, float(sfreq), "mag")
-    r = 0.12
-    with info._unlock():
-        for ch, (x, y) in zip(info["chs"], xy, strict=True):
-            px, py = (x - 0.5) * 2, (y - 0.5) * 2
-            rho = min(np.hypot(px, py), 1.0)
-            theta = rho * np.pi / 2
-            phi = np.arctan2(py, px)
-            pos = r * np.array([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)])
-            ch["loc"][:3] = pos
-            ch["loc"][3:12] = np.r_[1, 0, 0, 0, 1, 0, pos / np.linalg.norm(pos)]
-    return info
-
-
-def _meg_xy(lay) -> np.ndarray:
-    """Layout box centres normalised to [0, 1]^2."""
-    xy = lay.pos[:, :2] + lay.pos[:, 2:4] / 2
-    xy = (xy - xy.min(0)) / (xy.max(0) - xy.min(0))
-    return xy
 
 
 # --------------------------------------------------------------------------------------------------
@@ -402,8 +135,26 @@ def _weights(world: np.random.Generator, subj: np.random.Generator, shape: tuple
     return np.sqrt(1 - rho**2) * w + rho * subj.standard_normal(shape)
 
 
-def _timeseries_model(cfg: SimulationConfig, stim: StimulusSet, subject: int) -> tuple[SubjectModel, Any]:
-    """Noiseless responses and noise model of one EEG/MEG subject."""
+def timeseries_model(cfg: SimulationConfig, stim: StimulusSet, subject: int) -> tuple[SubjectModel, Any]:
+    """Noiseless responses and noise model of one EEG/MEG subject.
+
+    Parameters
+    ----------
+    cfg : SimulationConfig
+        A resolved configuration (:meth:`SimulationConfig.resolved`), modality ``"eeg"`` or ``"meg"``.
+    stim : StimulusSet
+        The stimuli (:func:`~neurodecode.simulate.stimuli.make_stimuli` of the same ``cfg``).
+    subject : int
+        Subject index (0-based); seeds the subject-specific parts.
+
+    Returns
+    -------
+    model : SubjectModel
+        ``mean`` of shape ``(n_stimuli, n_chans, n_times)`` and the parts of the noise covariance.
+    info : mne.Info
+        The sensors (:func:`~neurodecode.simulate.sensors.eeg_info` or
+        :func:`~neurodecode.simulate.sensors.meg_info`).
+    """
     world = np.random.default_rng([cfg.seed, 3])  # identical for every subject
     srng = np.random.default_rng([cfg.seed, 100 + subject])
     var = cfg.subject_variability
@@ -417,7 +168,7 @@ def _timeseries_model(cfg: SimulationConfig, stim: StimulusSet, subject: int) ->
         import mne
 
         with_ref = mne.create_info([*EEG63, "Fz"], sfreq, "eeg")
-        with_ref.set_montage(_montage(), verbose=False)
+        with_ref.set_montage(eeg_montage(), verbose=False)
         mont = {ch["ch_name"]: ch["loc"][:3].copy() for ch in with_ref["chs"]}
         ref = mont["Fz"]
         centre_of = {n: mont[n] for comp in COMPONENTS for n in comp[3]}
@@ -436,7 +187,7 @@ def _timeseries_model(cfg: SimulationConfig, stim: StimulusSet, subject: int) ->
         info = meg_info(sfreq)
         import mne
 
-        pos2 = _meg_xy(mne.channels.read_layout("CTF-275"))[:N_MEG] * 0.24  # ~24 cm across
+        pos2 = meg_layout_xy(mne.channels.read_layout("CTF-275"))[:N_MEG] * 0.24  # ~24 cm across
 
         def topo(centre: np.ndarray) -> np.ndarray:
             ang = centre[2]
@@ -457,7 +208,7 @@ def _timeseries_model(cfg: SimulationConfig, stim: StimulusSet, subject: int) ->
     feats = stim.features
     amps, topos, waves = [], [], []
     for name, lat, width, centres, block in COMPONENTS:
-        f = _feature_block(feats, block)
+        f = feature_block(feats, block)
         for j, cname in enumerate(centres if cfg.modality == "eeg" else MEG_CENTRES[name]):
             if cfg.modality == "eeg":
                 centre = centre_of[cname]
@@ -524,7 +275,24 @@ def _fmri_grid(n_voxels: int) -> tuple[np.ndarray, tuple[int, int, int], np.ndar
     return np.concatenate(ijk), shape, np.asarray(region)
 
 
-def _fmri_model(cfg: SimulationConfig, stim: StimulusSet, subject: int) -> SubjectModel:
+def fmri_model(cfg: SimulationConfig, stim: StimulusSet, subject: int) -> SubjectModel:
+    """Noiseless betas and noise model of one fMRI subject.
+
+    Parameters
+    ----------
+    cfg : SimulationConfig
+        A resolved configuration with modality ``"fmri"``.
+    stim : StimulusSet
+        The stimuli of the same ``cfg``.
+    subject : int
+        Subject index (0-based).
+
+    Returns
+    -------
+    model : SubjectModel
+        ``mean`` of shape ``(n_stimuli, n_voxels)``; ``parts`` hold the noise model and the voxel grid
+        (``ijk``, ``volume_shape``, ``region``).
+    """
     from scipy.ndimage import gaussian_filter
 
     world = np.random.default_rng([cfg.seed, 3])
@@ -535,7 +303,7 @@ def _fmri_model(cfg: SimulationConfig, stim: StimulusSet, subject: int) -> Subje
     resp = np.zeros((len(stim.stimulus_id), cfg.n_voxels))
     patterns, feat_sd = [], []
     for r, block in enumerate(("low", "lowmid", "sem")):
-        f = _feature_block(feats, block)
+        f = feature_block(feats, block)
         sel = region == r
         W = np.empty((sel.sum(), f.shape[1]))
         for d in range(f.shape[1]):
@@ -567,7 +335,21 @@ def _fmri_model(cfg: SimulationConfig, stim: StimulusSet, subject: int) -> Subje
 
 
 def sample_noise(model: SubjectModel, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Draw ``n`` independent noise trials from a subject's noise model."""
+    """Draw ``n`` independent noise trials from a subject's noise model.
+
+    Parameters
+    ----------
+    model : SubjectModel
+        From :func:`timeseries_model` or :func:`fmri_model`.
+    n : int
+        Number of trials.
+    rng : numpy.random.Generator
+        Random stream (consumed in a fixed order, so results are seeded).
+
+    Returns
+    -------
+    noise : ndarray, shape (n, *model.mean.shape[1:])
+    """
     p = model.parts
     pat = p["patterns"]
     src = rng.standard_normal((n, len(pat))) * float(p["source_sd"])
@@ -586,282 +368,3 @@ def sample_noise(model: SubjectModel, n: int, rng: np.random.Generator) -> np.nd
     bg = np.tensordot(mix1, z1, axes=([1], [1])) + np.tensordot(A2.astype(np.float32), z2, axes=([1], [1]))
     return model.noise_scale * bg.transpose(1, 0, 2) + neural
 
-
-# --------------------------------------------------------------------------------------------------
-# the ideal decoder
-# --------------------------------------------------------------------------------------------------
-class _Whitener:
-    r"""Exact Mahalanobis geometry of the simulator's noise covariance.
-
-    The covariance is :math:`\Sigma = c^2 \Sigma_{bg} + \sigma^2 P P^\top` (background noise plus the
-    low-rank trial-to-trial source variability). ``embed`` maps a response to ``(z, q)`` such that
-    :math:`(x-y)^\top \Sigma^{-1} (x-y) = \|z_x - z_y\|^2 - \|q_x - q_y\|^2` (Woodbury identity):
-    ``z`` whitens the background exactly and ``q`` removes the low-rank part.
-    """
-
-    def __init__(self, model: SubjectModel) -> None:
-        from scipy.linalg import cholesky, eigh
-
-        p = model.parts
-        self.fmri = "U" in p
-        self.scale = model.noise_scale
-        pat = p["patterns"].reshape(len(p["patterns"]), -1)
-        if self.fmri:
-            cov = float(p["sigma2"]) * np.eye(p["U"].shape[0]) + p["U"] @ p["U"].T
-            self.L = cholesky(cov, lower=True)
-        else:
-            lam, V = eigh(p["S2"], p["S1"])  # V.T S1 V = I, V.T S2 V = diag(lam)
-            self.V = V
-            lam = np.maximum(lam, 0.0)
-            # channels of the transformed space share a temporal covariance T1 + lam T2; most lam are 0
-            # (the alpha part has low rank), so group them and whiten each group with one matrix
-            keys = np.where(lam < 1e-9, 0.0, lam)
-            self.groups = []
-            for key in np.unique(keys):
-                Lk = cholesky(p["T1"] + key * p["T2"], lower=True)
-                self.groups.append((np.flatnonzero(keys == key), np.linalg.inv(Lk).T))
-        b = self._white(pat.reshape(len(pat), *model.mean.shape[1:])) * float(p["source_sd"])  # (k, D)
-        M = np.eye(len(b)) + b @ b.T
-        self.b = b
-        self.LM = cholesky(M, lower=True)
-
-    def _white(self, x: np.ndarray) -> np.ndarray:
-        from scipy.linalg import solve_triangular
-
-        x = np.asarray(x, dtype=np.float64) / self.scale
-        if self.fmri:
-            return solve_triangular(self.L, x.T, lower=True).T
-        n, c, t = x.shape
-        # spatial transform and temporal whitening as single large GEMMs
-        y = (x.transpose(0, 2, 1).reshape(n * t, c) @ self.V).reshape(n, t, c).transpose(0, 2, 1)
-        out = np.empty((n, c, t))
-        for idx, linv_t in self.groups:
-            out[:, idx] = (np.ascontiguousarray(y[:, idx]).reshape(-1, t) @ linv_t).reshape(n, len(idx), t)
-        return out.reshape(n, -1)
-
-    def embed(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(z, q)`` of responses ``x`` (see the class docstring)."""
-        from scipy.linalg import solve_triangular
-
-        z = self._white(x)
-        q = solve_triangular(self.LM, self.b @ z.T, lower=True).T
-        return z, q
-
-
-def ideal_decoder_accuracy(model: SubjectModel, responses: np.ndarray, true_index: np.ndarray,
-                           candidates: np.ndarray, n_reps: int = 1, *,
-                           whitener: _Whitener | None = None) -> dict[str, float]:
-    """Identification accuracy of the Bayes-optimal decoder that knows the forward model.
-
-    Parameters
-    ----------
-    model : SubjectModel
-        Noiseless responses (``model.mean``) and noise covariance.
-    responses : ndarray
-        Observed responses: single trials, or averages over ``n_reps`` repetitions (the noise
-        covariance then shrinks by ``n_reps``, which scales every distance alike and leaves the
-        ranking unchanged).
-    true_index : ndarray of int
-        Row of ``model.mean`` each response was evoked by.
-    candidates : ndarray of int
-        Rows of ``model.mean`` to choose from (e.g. all test images).
-    n_reps : int
-        Repetitions averaged in ``responses`` (recorded only).
-    whitener : _Whitener | None
-        Reuse a whitener already built for ``model``.
-
-    Returns
-    -------
-    acc : dict
-        ``top1``, ``top5``, ``two_way`` (share of distractors ranked below the true image) and
-        ``n_candidates``.
-    """
-    white = _Whitener(model) if whitener is None else whitener
-    zc, qc = white.embed(model.mean[candidates])
-    ranks = []
-    pos = {int(c): k for k, c in enumerate(candidates)}
-    for start in range(0, len(responses), 512):
-        zx, qx = white.embed(responses[start:start + 512])
-        d = ((zx**2).sum(1)[:, None] - 2 * zx @ zc.T + (zc**2).sum(1)[None, :]
-             - ((qx**2).sum(1)[:, None] - 2 * qx @ qc.T + (qc**2).sum(1)[None, :]))
-        true_col = np.array([pos[int(t)] for t in true_index[start:start + 512]])
-        true_d = d[np.arange(len(zx)), true_col]
-        ranks.append((d < true_d[:, None]).sum(1))
-    r = np.concatenate(ranks)
-    n = len(candidates)
-    return {"top1": float((r == 0).mean()), "top5": float((r < 5).mean()),
-            "two_way": float(1 - (r / (n - 1)).mean()), "n_candidates": int(n), "n_reps": int(n_reps)}
-
-
-# --------------------------------------------------------------------------------------------------
-# driver
-# --------------------------------------------------------------------------------------------------
-@dataclass
-class SimulationResult:
-    """What :func:`simulate` made."""
-
-    root: Path
-    config: SimulationConfig
-    ceiling: dict[str, Any]
-    stores: list[Path]
-    seconds: float
-
-    def summary(self) -> str:
-        """A few lines for the command line."""
-        c = self.ceiling
-        lines = [
-            f"simulated {self.config.modality}: {self.config.n_subjects} subject(s), "
-            f"{self.config.n_train_concepts} training + {self.config.n_test_concepts} test concepts -> {self.root} "
-            f"({self.seconds:.1f} s)",
-            f"ceiling (ideal decoder, {c['n_way']}-way on test responses averaged over {c['n_reps_test']} "
-            f"repetitions): top-1 {c['mean']['top1']:.1%}, top-5 {c['mean']['top5']:.1%} "
-            f"(chance {1 / c['n_way']:.1%}); single trial top-1 {c['mean']['single_trial_top1']:.1%}",
-        ]
-        return "\n".join(lines)
-
-
-def simulate(out: str | Path, cfg: SimulationConfig | None = None, *, progress_bar: bool = True,
-             verbose: bool | str | None = None, **overrides: Any) -> SimulationResult:
-    """Simulate a complete data set into the folder ``out``.
-
-    Parameters
-    ----------
-    out : path-like
-        Output folder (created). Existing subject stores in it are overwritten.
-    cfg : SimulationConfig | None
-        Parameters; ``None`` uses the defaults. Keyword ``overrides`` replace single fields.
-    progress_bar : bool
-        Show a progress bar over subjects.
-    verbose : bool | str | None
-        Log level (MNE style).
-
-    Returns
-    -------
-    result : SimulationResult
-        The folder, the resolved configuration, the ceiling and the stores written.
-
-    Examples
-    --------
-    >>> res = simulate("sim_eeg", modality="eeg", n_subjects=2)  # doctest: +SKIP
-    >>> res.ceiling["mean"]["top1"]  # doctest: +SKIP
-    """
-    from PIL import Image
-
-    t0 = time.perf_counter()
-    cfg = SimulationConfig(**{**asdict(cfg or SimulationConfig()), **overrides}).resolved()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with use_log_level(verbose):
-        stim = make_stimuli(cfg)
-        # images in the THINGS folder layout: images/<split>/<NNNNN>_<concept>/<concept>_<NN>.png
-        paths = []
-        concept_no = {}
-        for i, sid in enumerate(stim.stimulus_id):
-            ci = stim.stim_concept[i]
-            sp = stim.split[i]
-            concept_no.setdefault(ci, sum(1 for k in concept_no if stim.concept_split[k] == sp) + 1)
-            folder = out / "images" / sp / f"{concept_no[ci]:05d}_{stim.concepts[ci].name}"
-            folder.mkdir(parents=True, exist_ok=True)
-            p = folder / f"{sid}.png"
-            with atomic_path(p, suffix=".png") as tmp:
-                Image.fromarray(stim.images[i]).save(tmp, format="PNG")
-            paths.append(p.relative_to(out).as_posix())
-        table = stim.table(paths, root=out)
-        write_prepared_metadata(out, table, {
-            "source": "simulate", "modality": cfg.modality, "subjects": [f"{s + 1:02d}" for s in range(cfg.n_subjects)],
-            "config": asdict(cfg), "description": "simulated data; see neurodecode.simulate.forward",
-        })
-        with atomic_path(out / "features.npz", suffix=".npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, stimulus_id=stim.stimulus_id.astype(str), low=stim.features["low"],
-                         mid=stim.features["mid"], sem=stim.features["sem"],
-                         low_names=np.asarray(LOW_LEVEL_NAMES))
-
-        per_subject: dict[str, dict[str, float]] = {}
-        stores = []
-        for s in progress(range(cfg.n_subjects), enabled=progress_bar, desc=f"simulating {cfg.modality}",
-                          unit="subject"):
-            label = f"{s + 1:02d}"
-            path, acc = _simulate_subject(cfg, stim, table, s, out / store_filename(label))
-            stores.append(path)
-            per_subject[label] = acc
-            logger.info(f"subject {label}: ceiling top-1 {acc['top1']:.3f}")
-        keys = next(iter(per_subject.values())).keys()
-        mean = {k: float(np.mean([v[k] for v in per_subject.values()])) for k in keys}
-        n_test = int((stim.split == "test").sum())
-        ceiling = {
-            "what": "identification accuracy of the Bayes-optimal decoder that knows the forward model "
-                    "(nearest noiseless response after exact noise whitening), among all test images",
-            "n_way": n_test, "n_reps_test": cfg.n_reps_test, "chance_top1": 1 / n_test,
-            "snr": cfg.snr, "per_subject": per_subject, "mean": mean,
-        }
-        atomic_write_json(out / "ceiling.json", ceiling)
-    res = SimulationResult(out, cfg, ceiling, stores, time.perf_counter() - t0)
-    return res
-
-
-def _simulate_subject(cfg: SimulationConfig, stim: StimulusSet, table: StimulusTable, s: int,
-                      path: Path) -> tuple[Path, dict[str, float]]:
-    rng = np.random.default_rng([cfg.seed, 1000 + s])
-    if cfg.modality == "fmri":
-        model, info = _fmri_model(cfg, stim, s), None
-    else:
-        model, info = _timeseries_model(cfg, stim, s)
-    # presentation order: each image n_reps times, shuffled within each repetition block
-    reps = np.where(stim.split == "train", cfg.n_reps_train, cfg.n_reps_test)
-    order_stim, order_rep = [], []
-    for r in range(int(reps.max())):
-        idx = np.flatnonzero(reps > r)
-        idx = idx[rng.permutation(len(idx))]
-        order_stim.append(idx)
-        order_rep.append(np.full(len(idx), r))
-    order_stim = np.concatenate(order_stim)
-    order_rep = np.concatenate(order_rep)
-    n = len(order_stim)
-    shape = model.mean.shape[1:]
-    test_rows = np.flatnonzero(stim.split == "test")
-    test_sum = np.zeros((len(test_rows), *shape))
-    test_of = np.full(len(stim.stimulus_id), -1)
-    test_of[test_rows] = np.arange(len(test_rows))
-    single_x, single_t = [], []
-    prov = [provenance_step("simulate", **{k: v for k, v in asdict(cfg).items()}, subject_index=s,
-                            noise_scale=model.noise_scale, subject_snr=float(model.parts["snr"]))]
-    kw: dict[str, Any] = {}
-    if cfg.modality != "fmri":
-        kw = {"sfreq": cfg.sfreq, "tmin": 0.0, "info": info}
-    attrs = {"unit": {"eeg": "V", "meg": "T", "fmri": "percent signal change"}[cfg.modality]}
-    with StoreWriter(path, n, shape, modality=cfg.modality, stimuli=table, subject=f"{s + 1:02d}",
-                     provenance=prov, attrs=attrs, **kw) as w:
-        block = 256
-        for start in range(0, n, block):
-            idx = order_stim[start:start + block]
-            x = model.mean[idx] + sample_noise(model, len(idx), rng)
-            w.write(start, x.astype(np.float32))
-            is_test = np.flatnonzero(test_of[idx] >= 0)
-            np.add.at(test_sum, test_of[idx[is_test]], x[is_test])
-            if len(single_t) < 1000:
-                single_x.append(x[is_test])
-                single_t.extend(idx[is_test].tolist())
-        extra = {}
-        finish_kw: dict[str, Any] = {}
-        if cfg.modality == "fmri":
-            finish_kw = {"voxel_ijk": model.parts["ijk"], "volume_shape": model.parts["volume_shape"],
-                         "affine": np.diag([2.0, 2.0, 2.0, 1.0])}
-        w.finish(stimulus_id=stim.stimulus_id[order_stim], split=stim.split[order_stim], repetition=order_rep,
-                 session=np.zeros(n, np.int32), extra=extra or None, **finish_kw)
-    avg = test_sum / cfg.n_reps_test
-    white = _Whitener(model)
-    acc = ideal_decoder_accuracy(model, avg, test_rows, test_rows, n_reps=cfg.n_reps_test, whitener=white)
-    single = ideal_decoder_accuracy(model, np.concatenate(single_x)[:1000], np.asarray(single_t)[:1000],
-                                    test_rows, whitener=white)
-    acc["single_trial_top1"] = single["top1"]
-    acc["single_trial_top5"] = single["top5"]
-    acc["noise_scale"] = model.noise_scale
-    acc["snr"] = float(model.parts["snr"])
-    return path, acc
-
-
-def read_ceiling(root: str | Path) -> dict[str, Any] | None:
-    """The ``ceiling.json`` of a simulated folder, or ``None`` for other data."""
-    p = Path(root) / "ceiling.json"
-    return json.loads(p.read_text()) if p.is_file() else None
