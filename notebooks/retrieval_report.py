@@ -36,8 +36,8 @@ WORK.mkdir(parents=True, exist_ok=True)
 
 # %%
 if not CKPT:
-    from neurodecode.simulate.forward import simulate
     from neurodecode.cli.lightning import run_lightning_cli
+    from neurodecode.simulate.dataset import simulate
 
     data = WORK / "sim_eeg"
     if not (data / "ceiling.json").is_file():
@@ -107,8 +107,8 @@ print(f"top-1 {ci['estimate']:.1%} (95% CI {ci['low']:.1%} to {ci['high']:.1%}),
 # ## 5. Figures
 
 # %%
-from neurodecode.reporting import figures as viz
 from neurodecode.evaluation.retrieval import similarity_matrix
+from neurodecode.reporting import figures as viz
 
 sim = similarity_matrix(brain, images[candidates]).numpy()
 fig = viz.plot_similarity_matrix(sim[np.argsort(targets)], title="brain x image similarity (test set)")

@@ -39,12 +39,19 @@ def trained(tmp_path_factory, sim_eeg):
     return tmp, _train(tmp, sim_eeg, "intra", subject="01")
 
 
-def test_evaluate_writes_every_file_with_correct_numbers(trained, sim_eeg):
+@pytest.fixture(scope="module")
+def evaluated(trained):
+    """``neurodecode evaluate`` of the trained model, run once for the tests of this module."""
     tmp, ckpt = trained
     out = tmp / "eval"
     assert main(["evaluate", "--ckpt", str(ckpt), "--out", str(out), "--n-boot", "300", "--n-permutations", "200",
                  "--no-progress"]) == 0
-    m = json.loads((out / "metrics.json").read_text())
+    return out, json.loads((out / "metrics.json").read_text())
+
+
+def test_evaluate_writes_every_file_with_correct_numbers(trained, evaluated):
+    _, ckpt = trained
+    out, m = evaluated
     # every figure named in the issue, and each opens as an image
     for name in ("retrieval_strip", "similarity_matrix", "accuracy_vs_k", "time_resolved", "per_subject", "ablation"):
         png = out / m["figures"][name]
@@ -85,11 +92,8 @@ def test_evaluate_writes_every_file_with_correct_numbers(trained, sim_eeg):
     assert m["noise_ceiling"]["01"]["split_half_reliability"]["n_repetitions"] == 4
 
 
-def test_simulated_information_appears_after_onset(trained):
-    tmp, _ = trained
-    m = json.loads((tmp / "eval" / "metrics.json").read_text()) if (tmp / "eval").exists() else None
-    if m is None:
-        pytest.skip("needs test_evaluate_writes_every_file_with_correct_numbers")
+def test_simulated_information_appears_after_onset(evaluated):
+    _, m = evaluated
     tr = m["time_resolved"]["01"]
     t, a = np.asarray(tr["times"]), np.asarray(tr["top1"])
     # the simulated components sit between 80 and 550 ms: decoding peaks there, not at the end of the epoch
@@ -152,9 +156,9 @@ def test_time_resolved_classification_on_synthetic_epochs():
 @pytest.mark.real_data
 def test_n170_time_resolved_peaks_at_the_n170_and_is_at_chance_before_onset(shared_data, tmp_path):
     """Faces vs houses from 4 Muse channels: above chance around the N170 (130-200 ms), not before onset."""
-    from neurodecode.readers.csv import prepare_csv
     from neurodecode.evaluation.time_resolved import time_resolved_classification
-    from neurodecode.io.store import open_prepared
+    from neurodecode.io.prepared import open_prepared
+    from neurodecode.readers.csv import prepare_csv
 
     prepare_csv(shared_data / "n170", tmp_path / "n170", event_map="1=face,2=house",
                 images=shared_data / "n170" / "stimuli", subjects=["01"])

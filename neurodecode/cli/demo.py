@@ -40,10 +40,10 @@ def _config_path(given: Path | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from neurodecode.simulate.forward import SimulationConfig, simulate
-    from neurodecode.reporting.evaluate import evaluate
-    from neurodecode.training.export import export_checkpoint
     from neurodecode.cli.lightning import run_lightning_cli
+    from neurodecode.reporting.evaluate import evaluate
+    from neurodecode.simulate.dataset import SimulationConfig, simulate
+    from neurodecode.training.export import export_checkpoint
 
     t0 = time.perf_counter()
     out = args.out

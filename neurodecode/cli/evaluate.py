@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from neurodecode.reporting.evaluate import evaluate, evaluate_many
+    from neurodecode.reporting.compare import evaluate_many
+    from neurodecode.reporting.evaluate import evaluate
 
     kw = dict(root=args.root, teacher=args.teacher, ks=[int(k) for k in args.ks.split(",") if k.strip()],
               n_draws=args.n_draws, seed=args.seed, n_boot=args.n_boot, n_permutations=args.n_permutations,
