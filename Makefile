@@ -42,7 +42,7 @@ lint: install-dev
 	$(PY) -m ruff check neurodecode tests benchmarks
 
 bench: install-dev
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py --out bench_results
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache build dist *.egg-info

@@ -70,8 +70,8 @@ def _strip(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _prepare(root: Path, work: Path, subjects: list[str] | None) -> Any:
+    from neurodecode.io.prepared import open_prepared
     from neurodecode.readers.csv import prepare_csv
-    from neurodecode.io.store import open_prepared
     from neurodecode.teachers.extract import ensure_embeddings
 
     out = prepare_csv(root, work / "prepared", event_map="1=face,2=house", images=root / "stimuli",
@@ -101,8 +101,8 @@ def main() -> None:
 
     import torch
 
-    from neurodecode.training.crossval import crossval_alignment, crossval_logistic, make_folds
     from neurodecode.evaluation.stats import mean_sd, paired_comparison
+    from neurodecode.training.crossval import crossval_alignment, crossval_logistic, make_folds
     from neurodecode.utils import atomic_write_json, shared_data_dir
 
     root = args.data

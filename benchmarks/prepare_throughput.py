@@ -162,8 +162,8 @@ def run_fast(path: str, out: str, seed: int, block_size: int, queue: mp.Queue) -
     import scipy.linalg  # noqa: F401
     import sklearn  # noqa: F401
 
-    from neurodecode.readers.things_eeg2 import RawOptions, preprocess_raw_session
     from neurodecode.io.safeio import load_pickled_dict
+    from neurodecode.readers.things_eeg2 import RawOptions, preprocess_raw_session
 
     start_rss = _rss_mb()
     tracemalloc.start()

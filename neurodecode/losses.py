@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neurodecode.utils import check_option
+
 __all__ = [
     "LogitScale",
     "ContrastiveLoss",
@@ -253,9 +255,7 @@ class RegressionLoss(nn.Module):
 
     def __init__(self, kind: str = "mse", normalize: bool = False) -> None:
         super().__init__()
-        if kind not in REGRESSION_KINDS:
-            raise ValueError(f"Invalid value for the 'kind' parameter. Allowed values are "
-                             f"{', '.join(map(repr, REGRESSION_KINDS))}, but got {kind!r} instead.")
+        check_option("kind", kind, REGRESSION_KINDS)
         self.kind = kind
         self.normalize = bool(normalize)
 
@@ -308,9 +308,7 @@ class AlignmentLoss(nn.Module):
                  target_temperature: float | None = None, normalize_regression: bool = False,
                  local_loss: bool = False) -> None:
         super().__init__()
-        if contrastive is not None and contrastive not in CONTRASTIVE_KINDS:
-            raise ValueError(f"Invalid value for the 'contrastive' parameter. Allowed values are "
-                             f"{', '.join(map(repr, CONTRASTIVE_KINDS))} or None, but got {contrastive!r} instead.")
+        check_option("contrastive", contrastive, (*CONTRASTIVE_KINDS, None))
         if contrastive is None and regression is None:
             raise ValueError("AlignmentLoss needs a contrastive term, a regression term, or both.")
         if contrastive_weight is None:

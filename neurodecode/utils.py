@@ -84,7 +84,7 @@ def quiet_loggers(names: Sequence[str], level: int = logging.WARNING) -> Iterato
                 lg.setLevel(level)
         yield
     finally:
-        for lg, lvl in zip(loggers, old):
+        for lg, lvl in zip(loggers, old, strict=True):
             lg.setLevel(lvl)
 
 
@@ -172,12 +172,26 @@ def _json_default(obj: Any) -> Any:
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
+    if hasattr(obj, "detach") and hasattr(obj, "tolist"):  # a torch tensor (torch is not imported here)
+        return obj.detach().cpu().tolist()
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable")
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Round-trip ``obj`` through JSON (numpy-aware) to get plain Python types."""
-    return json.loads(json.dumps(obj, default=_json_default))
+def to_jsonable(obj: Any, *, allow_nan: bool = True) -> Any:
+    """Round-trip ``obj`` through JSON to get plain Python types (tuples become lists; numpy arrays and
+    scalars, torch tensors and paths are converted).
+
+    Parameters
+    ----------
+    obj : object
+        What to convert.
+    allow_nan : bool
+        With ``False``, a NaN or infinite float raises a ``ValueError`` (strict JSON, e.g. model configs).
+    """
+    try:
+        return json.loads(json.dumps(obj, default=_json_default, allow_nan=allow_nan))
+    except ValueError as err:
+        raise ValueError(f"cannot convert a non-finite value to strict JSON ({err}).") from None
 
 
 # --------------------------------------------------------------------------------------------------

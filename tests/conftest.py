@@ -62,7 +62,7 @@ def write_feature_cache(root: Path, dim: int = 32, seed: int = 0) -> str:
 
 
 def make_sim(root: Path, **kw) -> Path:
-    from neurodecode.simulate.forward import simulate
+    from neurodecode.simulate.dataset import simulate
 
     # a clean signal (high SNR, little neural noise): these data test the machinery, not the limits
     cfg = dict(modality="eeg", n_subjects=2, n_train_concepts=24, n_test_concepts=8, n_exemplars=2,

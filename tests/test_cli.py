@@ -60,7 +60,7 @@ def test_simulate_end_to_end(tmp_path):
     proc = _run("simulate", "--modality", "eeg", "--out", str(out), "--subjects", "2", "--train-concepts", "10",
                 "--test-concepts", "5", "--exemplars", "2", "--reps-test", "4", "--no-progress")
     assert "ceiling" in proc.stdout and "5-way" in proc.stdout
-    from neurodecode.io.store import open_prepared
+    from neurodecode.io.prepared import open_prepared
 
     ds = open_prepared(out, validate="values")
     assert ds.subjects == ["01", "02"] and len(ds.stimuli) == 25

@@ -14,8 +14,8 @@ import torch
 import yaml
 from conftest import FEATURE_TEACHER
 
-from neurodecode.training.data import BrainImageDataModule
 from neurodecode.cli.lightning import run_lightning_cli
+from neurodecode.training.data import BrainImageDataModule
 
 
 def _config(tmp_path: Path, root: Path, **over) -> Path:
@@ -173,22 +173,179 @@ def test_seeds_summary(tmp_path, sim_eeg):
     assert (tmp_path / "s" / "seed0" / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_seeds_use_the_root_dir_of_the_yaml(tmp_path, sim_eeg, monkeypatch):
+    # the root set in the config (not on the command line) holds the seed folders and the summary
+    monkeypatch.chdir(tmp_path)
+    cfg = _config(tmp_path, sim_eeg, **{"trainer.max_epochs": 1, "trainer.default_root_dir": str(tmp_path / "yroot")})
+    run_lightning_cli("fit", ["-c", str(cfg), "--seeds", "0"])
+    assert (tmp_path / "yroot" / "seeds_summary.json").is_file()
+    assert (tmp_path / "yroot" / "seed0" / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_validate_test_and_predict_through_the_cli(tmp_path, sim_eeg, capsys):
+    from neurodecode.cli import main
+
+    cfg = _config(tmp_path, sim_eeg, **{"trainer.max_epochs": 6, "test_after_fit": False})
+    run_lightning_cli("fit", ["-c", str(cfg)])
+    ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    capsys.readouterr()
+    assert main(["validate", "-c", str(cfg), "--ckpt_path", ckpt]) == 0
+    out = capsys.readouterr().out
+    assert "val/loss" in out and "val/top1" in out
+    assert main(["test", "-c", str(cfg), "--ckpt_path", ckpt]) == 0
+    out = capsys.readouterr().out
+    top1 = float(out.split("test/top1")[1].split()[1].strip("│|"))
+    assert top1 >= 3 / 8  # an 8-way test: chance is 1/8
+    root = tmp_path / "pred"
+    assert main(["predict", "-c", str(cfg), "--ckpt_path", ckpt, "--trainer.default_root_dir", str(root)]) == 0
+    with np.load(root / "predictions.npz", allow_pickle=False) as f:
+        emb, ids, subj = f["embedding"], f["stimulus_id"], f["subject"]
+    assert emb.shape == (8, 32) and len(set(ids.tolist())) == 8 and set(subj.tolist()) == {0}
+    # the same embeddings as the checkpoint's module gives for the averaged test responses
+    from neurodecode.training.lit import load_alignment_checkpoint
+
+    module, _ = load_alignment_checkpoint(ckpt)
+    dm = BrainImageDataModule(str(sim_eeg), teacher=FEATURE_TEACHER, subject="01", batch_size=16)
+    dm.setup("test")
+    x = torch.stack([dm.sets["test"][i]["x"] for i in range(len(dm.sets["test"]))])
+    with torch.no_grad():
+        np.testing.assert_allclose(emb, module(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_data_module_workers_give_the_same_batches(sim_eeg):
+    batches = {}
+    for workers, preload in ((0, True), (2, False)):
+        dm = BrainImageDataModule(str(sim_eeg), teacher=FEATURE_TEACHER, subject="01", batch_size=8,
+                                  num_workers=workers, preload=preload)
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        assert loader.num_workers == workers
+        batches[workers] = list(loader)
+    assert len(batches[0]) == len(batches[2])
+    for a, b in zip(batches[0], batches[2], strict=True):
+        for key in ("x", "target", "stim", "subject"):
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_text_targets_through_a_real_fit(tmp_path, sim_eeg):
+    # a teacher with text: the concepts' "text embeddings" are the mean image embedding of each concept
+    from neurodecode.io.prepared import open_prepared
+    from neurodecode.teachers.cache import EmbeddingCache, merge_shards, parts_dir, write_shard
+
+    root = tmp_path / "data"
+    shutil.copytree(sim_eeg, root)
+    table = open_prepared(root).stimuli
+    images = EmbeddingCache(root / "embeddings.h5").get(FEATURE_TEACHER, "final", ids=table.stimulus_id.tolist())
+    concepts = sorted(set(table.concept.tolist()))
+    text = np.stack([images[table.concept == c].mean(0) for c in concepts]).astype("float32")
+    write_shard(parts_dir(root / "embeddings.h5"), FEATURE_TEACHER, {"text": (concepts, text, {"note": "test"})})
+    merge_shards(root / "embeddings.h5")
+    cfg = _config(tmp_path, root, **{"trainer.max_epochs": 6, "data.text": True,
+                                     "trainer.callbacks": [{"class_path": "tests_helpers.RecordFirstBatch",
+                                                            "init_args": {"out": str(tmp_path / "first")}}],
+                                     "model.init_args.loss": {"class_path": "neurodecode.losses.AlignmentLoss",
+                                                              "init_args": {"text_weight": 0.5}}})
+    run_lightning_cli("fit", ["-c", str(cfg)])
+    res = _results(tmp_path)
+    assert res["test"]["test/top1"] >= 3 / 8
+    logged = torch.load(tmp_path / "first" / "rank0.pt", weights_only=True)
+    assert "text" in logged and logged["text"].shape == logged["target"].shape
+    # every text row is the embedding of its stimulus's concept
+    rows = logged["stim"].numpy()
+    expect = text[[concepts.index(c) for c in table.concept[rows]]]
+    np.testing.assert_allclose(logged["text"].numpy(), expect, rtol=1e-6)
+
+
+def _recorder(tmp_path: Path) -> dict:
+    return {"class_path": "tests_helpers.RecordSteps", "init_args": {"out": str(tmp_path / "steps.pt")}}
+
+
 def test_joint_protocol_logs_each_subject_and_mixed_precision(tmp_path, sim_eeg):
     cfg = _config(tmp_path, sim_eeg, **{"trainer.max_epochs": 1, "data.protocol": "joint",
-                                        "trainer.precision": "bf16-mixed"})
+                                        "trainer.precision": "bf16-mixed", "trainer.callbacks": [_recorder(tmp_path)]})
     run_lightning_cli("fit", ["-c", str(cfg)])
     res = _results(tmp_path)
     assert set(res["test_detail"]["per_subject"]) == {"01", "02"}
     assert "test/sub-01/top1" in res["test"] and "test/sub-02/top1" in res["test"]
+    # the encoder's layers really computed in bf16 during training (CPU autocast), not in fp32
+    steps = torch.load(tmp_path / "steps.pt", weights_only=True)
+    assert "torch.bfloat16" in steps["dtypes"], steps["dtypes"]
 
 
-def test_ema_callback_from_yaml(tmp_path, sim_eeg):
+def test_fp32_run_computes_in_fp32(tmp_path, sim_eeg):
+    # the counterpart of the bf16 check above: the recorder can tell the two apart
+    cfg = _config(tmp_path, sim_eeg, **{"trainer.max_epochs": 1, "test_after_fit": False,
+                                        "trainer.precision": "32-true", "trainer.callbacks": [_recorder(tmp_path)]})
+    run_lightning_cli("fit", ["-c", str(cfg)])
+    assert torch.load(tmp_path / "steps.pt", weights_only=True)["dtypes"] == ["torch.float32"]
+
+
+def test_ema_weights_are_averaged_and_are_the_ones_saved(tmp_path, sim_eeg):
+    from neurodecode.training.lit import load_alignment_checkpoint
+
     cfg = _config(tmp_path, sim_eeg, **{"trainer.max_epochs": 2, "test_after_fit": False,
                                         "trainer.callbacks": [{"class_path":
                                                                "lightning.pytorch.callbacks.EMAWeightAveraging",
                                                                "init_args": {"decay": 0.9}}]})
     run_lightning_cli("fit", ["-c", str(cfg)])
-    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    ckpt_path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    ema, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    weights = [k for k in ema if k.startswith("encoder.") and ema[k].is_floating_point() and ema[k].ndim >= 2]
+    assert weights and set(weights) <= set(raw)
+    # the average lags the raw weights: they differ, by far less than the weights themselves
+    diff = sum(float((ema[k] - raw[k]).norm()) for k in weights)
+    size = sum(float(raw[k].norm()) for k in weights)
+    assert 0 < diff < 0.5 * size
+    # evaluation and export load the averaged weights, not the raw ones
+    module, _ = load_alignment_checkpoint(ckpt_path)
+    state = module.state_dict()
+    for k in weights:
+        assert torch.equal(state[k], ema[k]) and not torch.equal(state[k], raw[k])
+
+
+def test_learning_rate_schedule_is_warmup_then_cosine():
+    from neurodecode.training.lit import lr_schedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    warmup, total, floor = 5, 25, 0.1
+    sched = lr_schedule(opt, "cosine", warmup=warmup, total=total, min_lr_ratio=floor)
+    lrs = []
+    for _ in range(total):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [0.1 * (s + 1) / warmup if s < warmup else
+                0.1 * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * (s - warmup) / (total - warmup))))
+                for s in range(total)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-6)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = lr_schedule(opt, "constant", warmup=4, total=10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    np.testing.assert_allclose(lrs, [0.025, 0.05, 0.075, 0.1] + [0.1] * 6, rtol=1e-6)
+    with pytest.raises(ValueError, match="'scheduler'"):
+        lr_schedule(opt, "linear")
+
+
+def test_optimizer_and_schedule_from_yaml_drive_the_fit(tmp_path, sim_eeg):
+    cfg = _config(tmp_path, sim_eeg, **{"trainer.max_epochs": 2, "test_after_fit": False,
+                                        "model.init_args.warmup_epochs": 1,
+                                        "model.init_args.optimizer": {"class_path": "torch.optim.SGD",
+                                                                      "init_args": {"lr": 0.05, "momentum": 0.9}},
+                                        "trainer.callbacks": [_recorder(tmp_path)]})
+    run_lightning_cli("fit", ["-c", str(cfg)])
+    steps = torch.load(tmp_path / "steps.pt", weights_only=True)
+    assert steps["optimizer"] == "SGD"
+    lrs, total = np.array(steps["lrs"]), steps["total"]
+    warmup = total // 2  # one of two epochs
+    assert len(lrs) == total
+    np.testing.assert_allclose(lrs[:warmup], 0.05 * (np.arange(warmup) + 1) / warmup, rtol=1e-6)
+    assert lrs[warmup] == pytest.approx(0.05) and np.all(np.diff(lrs[warmup:]) < 0)  # then the cosine decays
 
 
 @pytest.mark.slow
@@ -213,8 +370,8 @@ def test_ddp_two_processes_contrastive_loss_sees_the_global_batch(tmp_path, sim_
     assert r0["world_size"] == 2 and not torch.equal(r0["stim"], r1["stim"])  # different halves
     # rebuild the initial model and compute the loss of the concatenated (global) batch in one process
     from neurodecode.encoders import MLP
-    from neurodecode.training.lit import AlignmentModule
     from neurodecode.losses import AlignmentLoss
+    from neurodecode.training.lit import AlignmentModule
 
     enc = MLP(n_chans=63, n_times=100, n_outputs=32, hidden_sizes=[64], dropout=0.0)
     module = AlignmentModule(enc, AlignmentLoss(), n_chans=63)
@@ -279,7 +436,7 @@ def test_every_config_parses(config, capsys):
 
 @pytest.mark.parametrize("modality, config", [("meg", "things_meg/brain_module.yaml"), ("fmri", "nsd/mlp.yaml")])
 def test_meg_and_fmri_configs_train_on_simulated_data(tmp_path, modality, config):
-    from neurodecode.simulate.forward import simulate
+    from neurodecode.simulate.dataset import simulate
 
     root = tmp_path / modality
     simulate(root, modality=modality, n_subjects=2, n_train_concepts=20, n_test_concepts=8, n_exemplars=2,
@@ -295,7 +452,12 @@ def test_meg_and_fmri_configs_train_on_simulated_data(tmp_path, modality, config
         assert res["data"]["n_voxels"] == 400 and res["data"]["n_chans"] is None
     else:
         assert res["data"]["n_chans"] == 271 and set(res["test_detail"]["per_subject"]) == {"01", "02"}
-    assert 0 <= res["test"]["test/top1"] <= 1
+    assert res["test_detail"]["k"] == 8  # 8 test concepts, one image each
+    if modality == "fmri":
+        # 2 epochs of the MLP are far above chance (1/8) in this 8-way zero-shot test; the brain module
+        # needs far more than 2 epochs on CPU to leave chance (measured: 1/8 after 8), so for MEG this
+        # test checks the wiring (shapes, subjects, the 8-way protocol), not accuracy
+        assert res["test"]["test/top1"] >= 3 / 8, res["test"]
 
 
 @pytest.mark.slow

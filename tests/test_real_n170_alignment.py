@@ -23,8 +23,8 @@ MARGIN = 0.02  # the alignment model is at most this much below the baseline (RO
 @pytest.fixture(scope="module")
 def n170(shared_data, tmp_path_factory):
     """Subject 01 prepared as ``neurodecode prepare csv`` does it, and the efficientnet-lite0 category targets."""
+    from neurodecode.io.prepared import open_prepared
     from neurodecode.readers.csv import prepare_csv
-    from neurodecode.io.store import open_prepared
     from neurodecode.teachers.extract import ensure_embeddings
 
     root = shared_data / "n170"

@@ -31,7 +31,9 @@ class RecordFirstBatch(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if batch_idx == 0:
-            for k in ("x", "target", "subject", "stim"):
+            for k in ("x", "target", "subject", "stim", "text"):
+                if k not in batch:
+                    continue
                 self.record[k] = batch[k].detach().cpu().clone()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -42,3 +44,35 @@ class RecordFirstBatch(L.Callback):
             self.out.mkdir(parents=True, exist_ok=True)
             torch.save(self.record, self.out / f"rank{trainer.global_rank}.pt")
 
+
+
+class RecordSteps(L.Callback):
+    """Record, at every training step, the learning rate, the optimizer's class and the output dtypes of
+    the encoder's linear and convolution layers (to check autocast really ran); saved to ``out``."""
+
+    def __init__(self, out: str) -> None:
+        self.out = Path(out)
+        self.lrs: list[float] = []
+        self.dtypes: set[str] = set()
+        self.optimizer = ""
+        self._hooks: list = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.optimizer = type(trainer.optimizers[0]).__name__
+
+        def hook(module, args, output):
+            if module.training and isinstance(output, torch.Tensor):
+                self.dtypes.add(str(output.dtype))
+
+        for m in pl_module.encoder.modules():
+            if isinstance(m, torch.nn.Linear | torch.nn.Conv1d | torch.nn.Conv2d):
+                self._hooks.append(m.register_forward_hook(hook))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.lrs.append(float(trainer.optimizers[0].param_groups[0]["lr"]))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        for h in self._hooks:
+            h.remove()
+        torch.save({"lrs": self.lrs, "dtypes": sorted(self.dtypes), "optimizer": self.optimizer,
+                    "total": int(trainer.estimated_stepping_batches)}, self.out)

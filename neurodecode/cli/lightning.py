@@ -12,8 +12,11 @@ instantiation, so no YAML repeats it. Extra options:
     after ``fit``, evaluate the checkpoint selected on validation (never on test) on the test set and
     write ``results.json`` next to the logs (default true).
 
-Checkpoints go to ``<trainer.default_root_dir>/checkpoints`` (every epoch as ``last.ckpt`` plus the
-best on ``val/loss``), so ``--ckpt_path last`` resumes an interrupted run.
+Checkpoints go to ``<trainer.default_root_dir>/checkpoints`` (``last.ckpt`` plus the best on
+``val/loss``), so ``--ckpt_path last`` resumes an interrupted run.
+
+The optimizer is the model's ``optimizer`` argument (any ``torch.optim`` class by ``class_path``; AdamW by
+default) and the schedule its ``scheduler`` (torch's ``LinearLR`` warm-up then ``CosineAnnealingLR``).
 """
 
 from __future__ import annotations
@@ -61,6 +64,13 @@ class NeuroDecodeCLI(LightningCLI):
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="after fit, test the checkpoint selected on validation and write results.json")
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI (2.5+) merges a checkpoint's hyper-parameters into the config given with -c. Ours
+        # leave out the encoder and the loss (modules, not data), so that merge would drop them; the -c
+        # config defines the model and the checkpoint supplies its weights, as trainer.<cmd>(ckpt_path=)
+        # loads them.
+        return
+
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         root = Path(cfg.trainer.default_root_dir or "runs")
@@ -78,6 +88,41 @@ class NeuroDecodeCLI(LightningCLI):
         metrics = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
         if self.trainer.is_global_zero:
             write_results(self, metrics[0] if metrics else {}, cfg)
+
+
+    def after_predict(self) -> None:
+        if self.trainer.is_global_zero:
+            write_predictions(self)
+
+
+def write_predictions(cli: LightningCLI) -> Path | None:
+    """Write ``predictions.npz`` (brain embeddings with their stimulus ids, rows and subjects).
+
+    ``neurodecode predict`` embeds the test responses of the data module (repetitions averaged as the
+    data module says); the file lands in ``trainer.default_root_dir`` and is written atomically.
+    """
+    import numpy as np
+
+    from neurodecode.utils import atomic_path
+
+    batches = cli.trainer.predict_loop.predictions or []
+    if batches and isinstance(batches[0], list):  # several predict data loaders: take them all
+        batches = [b for loader in batches for b in loader]
+    if not batches:
+        return None
+    emb = np.concatenate([b["embedding"].float().cpu().numpy() for b in batches])
+    stim = np.concatenate([b["stim"].cpu().numpy() for b in batches])
+    subject = np.concatenate([b["subject"].cpu().numpy() for b in batches])
+    out = {"embedding": emb, "stim": stim, "subject": subject}
+    dm = cli.datamodule
+    if hasattr(dm, "dataset"):
+        out["stimulus_id"] = np.asarray(dm.dataset.stimuli.stimulus_id)[stim].astype(str)
+    path = Path(cli.trainer.default_root_dir) / "predictions.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **out)
+    print(f"{len(emb)} embeddings -> {path}")
+    return path
 
 
 def write_results(cli: LightningCLI, metrics: dict[str, Any], cfg: Any) -> Path:
@@ -139,13 +184,34 @@ def _split_seeds(argv: Sequence[str]) -> tuple[list[int] | None, list[str]]:
     return vals, out
 
 
+def _yaml_root_dir(path: str) -> str | None:
+    import yaml
+
+    if not Path(path).is_file():
+        return None  # LightningCLI reports the missing file itself
+    cfg = yaml.safe_load(Path(path).read_text()) or {}
+    trainer = cfg.get("trainer") if isinstance(cfg, dict) else None
+    return trainer.get("default_root_dir") if isinstance(trainer, dict) else None
+
+
 def _root_dir(argv: Sequence[str]) -> str:
+    """``trainer.default_root_dir`` as the run will see it: the last ``-c`` file that sets it,
+    overridden by a later ``--trainer.default_root_dir`` on the command line ("" when none does)."""
+    root = ""
     for i, a in enumerate(argv):
-        if a == "--trainer.default_root_dir" and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith("--trainer.default_root_dir="):
-            return a.split("=", 1)[1]
-    return ""
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        value = None
+        if a in ("-c", "--config") and nxt is not None:
+            value = _yaml_root_dir(nxt)
+        elif a.startswith(("-c=", "--config=")):
+            value = _yaml_root_dir(a.split("=", 1)[1])
+        elif a == "--trainer.default_root_dir" and nxt is not None:
+            value = nxt
+        elif a.startswith("--trainer.default_root_dir="):
+            value = a.split("=", 1)[1]
+        if value:
+            root = str(value)
+    return root
 
 
 def run_lightning_cli(command: str, argv: Sequence[str]) -> int:

@@ -38,6 +38,7 @@ from torch import nn
 
 from neurodecode.encoders.base import TimeseriesEncoder, register_encoder
 from neurodecode.encoders.nice import Projector, TSConv
+from neurodecode.utils import check_option
 
 __all__ = ["ATM", "ChannelAttentionLayer"]
 
@@ -201,9 +202,7 @@ class ATM(TimeseriesEncoder):
                  pool_size: int = 51, pool_stride: int = 5, conv_dropout: float = 0.5, proj_dropout: float = 0.5,
                  implementation: str = "fused", checkpointing: bool = False) -> None:
         super().__init__(n_chans, n_times, n_outputs, sfreq=sfreq, chs_info=chs_info, n_subjects=n_subjects)
-        if unknown_subject not in UNKNOWN_SUBJECT:
-            raise ValueError(f"Invalid value for the 'unknown_subject' parameter. Allowed values are "
-                             f"{', '.join(map(repr, UNKNOWN_SUBJECT))}, but got {unknown_subject!r} instead.")
+        check_option("unknown_subject", unknown_subject, UNKNOWN_SUBJECT)
         if not 0.0 <= subject_dropout < 1.0:
             raise ValueError(f"subject_dropout must be in [0, 1), got {subject_dropout}.")
         if subject_dropout > 0 and unknown_subject != "learned":

@@ -28,6 +28,9 @@ The registry maps short names to classes (timm style)::
 
     list_encoders()                      # ['atm', 'brain_module', ...]
     create_encoder("atm", n_chans=63, n_times=250, n_outputs=1024)
+
+The contract (the two base classes, their checks of ``n_chans``/``chs_info``/``sfreq``, the config round
+trip) and the registry that the parametrised encoder test runs over are one thing and read better whole.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch
 from torch import nn
+
+from neurodecode.utils import check_option, to_jsonable
 
 __all__ = [
     "BrainEncoder",
@@ -106,9 +111,7 @@ def list_encoders(modality: str | None = None) -> list[str]:
     -------
     names : list of str
     """
-    if modality is not None and modality not in MODALITIES:
-        raise ValueError(f"Invalid value for the 'modality' parameter. Allowed values are "
-                         f"{', '.join(map(repr, MODALITIES))} or None, but got {modality!r} instead.")
+    check_option("modality", modality, (*MODALITIES, None))
     return sorted(n for n, c in _REGISTRY.items() if modality is None or c.modality == modality)
 
 
@@ -196,25 +199,6 @@ def normalize_chs_info(chs_info: Any) -> list[dict[str, Any]] | None:
             kind = kind.get("value")
         out.append({"ch_name": str(ch["ch_name"]), "loc": pos, "kind": None if kind is None else int(kind)})
     return out
-
-
-def _to_jsonable(value: Any) -> Any:
-    """Plain JSON types (tuples become lists, numpy scalars become Python numbers)."""
-    if isinstance(value, Mapping):
-        return {str(k): _to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _to_jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, torch.Tensor):
-        return _to_jsonable(value.detach().cpu().tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"cannot store the non-finite value {value} in an encoder config.")
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(f"encoder config value {value!r} of type {type(value).__name__} is not JSON-able.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -346,7 +330,7 @@ class BrainEncoder(nn.Module):
         args = dict(getattr(self, "_init_args", {}))
         if "chs_info" in args:
             args["chs_info"] = normalize_chs_info(args["chs_info"])
-        cfg = {"name": self.encoder_name, **{k: _to_jsonable(v) for k, v in args.items()}}
+        cfg = {"name": self.encoder_name, **{k: to_jsonable(v, allow_nan=False) for k, v in args.items()}}
         json.dumps(cfg)  # fail here, not later, if something slipped through
         return cfg
 

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neurodecode.encoders.base import TimeseriesEncoder, per_subject, register_encoder
+from neurodecode.utils import check_option
 
 __all__ = ["BrainModule", "SpatialAttention", "sensor_positions_2d"]
 
@@ -229,9 +230,7 @@ class BrainModule(TimeseriesEncoder):
                  n_features: int = 2048, regression_outputs: int | None = None, unknown_subject: str = "mean",
                  dropout: float = 0.0) -> None:
         super().__init__(n_chans, n_times, n_outputs, sfreq=sfreq, chs_info=chs_info, n_subjects=n_subjects)
-        if unknown_subject not in UNKNOWN_SUBJECT:
-            raise ValueError(f"Invalid value for the 'unknown_subject' parameter. Allowed values are "
-                             f"{', '.join(map(repr, UNKNOWN_SUBJECT))}, but got {unknown_subject!r} instead.")
+        check_option("unknown_subject", unknown_subject, UNKNOWN_SUBJECT)
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd (same-length dilated convolutions), got {kernel_size}.")
         if positions is not None:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neurodecode.encoders.base import TimeseriesEncoder, register_encoder
+from neurodecode.utils import check_option
 
 __all__ = ["NICE", "TSConv", "Projector"]
 
@@ -73,9 +74,7 @@ class TSConv(nn.Module):
                  temporal_kernel: int = 25, pool_size: int = 51, pool_stride: int = 5, dropout: float = 0.5,
                  implementation: str = "fused") -> None:
         super().__init__()
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"Invalid value for the 'implementation' parameter. Allowed values are "
-                             f"{', '.join(map(repr, IMPLEMENTATIONS))}, but got {implementation!r} instead.")
+        check_option("implementation", implementation, IMPLEMENTATIONS)
         for what, v in (("temporal_kernel", temporal_kernel), ("pool_size", pool_size),
                         ("pool_stride", pool_stride), ("n_filters", n_filters), ("emb_size", emb_size)):
             if int(v) < 1:

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from neurodecode.utils import logger, use_log_level
 from neurodecode.encoders.base import VoxelEncoder, register_encoder
+from neurodecode.utils import logger, use_log_level
 
 __all__ = ["Ridge"]
 

@@ -14,7 +14,14 @@ batches ``{"x", "target", "subject", "stim"[, "text"]}``:
     the subject's index among the *training* subjects, or ``-1`` for a subject the model never saw
     (leave-one-subject-out testing);
 ``stim``
-    the stimulus's row in the stimulus table.
+    the stimulus's row in the stimulus table;
+``index``
+    the sample's position in its set (metrics use it to drop the samples a distributed sampler repeats).
+
+Lightning's split is followed: ``__init__`` only reads the folder (and the embedding dimension, from the
+cache or, on first use, by asking the teacher for one image's embedding); :meth:`prepare_data` embeds the
+stimuli the cache lacks (Lightning runs it on one process per node, the others wait at its barrier);
+:meth:`setup` reads the embeddings and builds the sets.
 
 Protocols (``protocol=``):
 
@@ -34,7 +41,6 @@ and validation images.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,150 +49,17 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
 from neurodecode.io.channels import resolve_channels
-from neurodecode.io.store import PreparedDataset, TrialStore, open_prepared
+from neurodecode.io.prepared import PreparedDataset, open_prepared
+from neurodecode.training.sets import EpochSeededSampler, TrialSet
 from neurodecode.utils import check_option, logger
 
 PROTOCOLS = ("intra", "loso", "joint")
 NORMALIZE = ("zscore", "none")
 
 
-# --------------------------------------------------------------------------------------------------
-# datasets and samplers
-# --------------------------------------------------------------------------------------------------
-class TrialSet(Dataset):
-    """Samples made of one trial or the average of several trials of one stimulus and subject.
-
-    Parameters
-    ----------
-    stores : list of TrialStore
-        The stores the trials come from.
-    groups : list of (int, ndarray)
-        Per sample: the store's position in ``stores`` and the trial indices to average.
-    stim_rows : ndarray of int
-        Per sample: the stimulus's row in the stimulus table.
-    subjects : ndarray of int
-        Per sample: the subject index given to the model (``-1``: unseen subject).
-    targets : ndarray, (n_stimuli, dim)
-        Teacher embeddings by stimulus row.
-    picks : list of (ndarray | None)
-        Per store: channel indices to keep (``None`` keeps all).
-    time_slice : slice
-        Samples to keep (EEG/MEG).
-    texts : ndarray, (n_stimuli, dim) | None
-        Text embeddings (of each stimulus's concept) by stimulus row.
-    preload : bool
-        Read and average everything into memory now (fast training); otherwise read lazily from the
-        stores in each ``__getitem__`` (bounded memory, works in ``DataLoader`` workers).
-    """
-
-    def __init__(self, stores: Sequence[TrialStore], groups: Sequence[tuple[int, np.ndarray]],
-                 stim_rows: np.ndarray, subjects: np.ndarray, targets: np.ndarray,
-                 picks: Sequence[np.ndarray | None], time_slice: slice, texts: np.ndarray | None = None,
-                 preload: bool = True, progress: bool = False) -> None:
-        self.stores = list(stores)
-        self.groups = list(groups)
-        self.stim_rows = np.asarray(stim_rows, dtype=np.int64)
-        self.subjects = np.asarray(subjects, dtype=np.int64)
-        self.targets = np.asarray(targets, dtype=np.float32)
-        self.texts = None if texts is None else np.asarray(texts, dtype=np.float32)
-        self.picks = list(picks)
-        self.time_slice = time_slice
-        self.data: np.ndarray | None = None
-        if preload:
-            self.data = self._load_all(progress)
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-    def _select(self, x: np.ndarray, store_i: int) -> np.ndarray:
-        if self.stores[store_i].modality == "fmri":
-            return x
-        p = self.picks[store_i]
-        if p is not None:
-            x = x[..., p, :]
-        return x[..., self.time_slice]
-
-    def _read(self, i: int) -> np.ndarray:
-        store_i, idx = self.groups[i]
-        x = self._select(self.stores[store_i].get_signals(np.sort(idx)), store_i)
-        return x.mean(0, dtype=np.float64).astype(np.float32) if len(idx) > 1 else x[0].astype(np.float32)
-
-    def _load_all(self, progress: bool) -> np.ndarray:
-        """Read every sample, averaging groups, in large sorted blocks per store (memory: the output)."""
-        from neurodecode.utils import progress as bar
-
-        first = self._read(0) if len(self) else np.zeros(0, np.float32)
-        out = np.zeros((len(self), *first.shape), np.float32)
-        by_store: dict[int, list[int]] = {}
-        for i, (s, _) in enumerate(self.groups):
-            by_store.setdefault(s, []).append(i)
-        for s, samples in by_store.items():
-            store = self.stores[s]
-            trial_sample = np.full(store.n_trials, -1, np.int64)
-            for i in samples:
-                trial_sample[self.groups[i][1]] = i  # a trial belongs to at most one sample
-            all_idx = np.flatnonzero(trial_sample >= 0)
-            block = 4096
-            for start in bar(range(0, len(all_idx), block), enabled=progress,
-                             desc=f"loading sub-{store.subject}", unit="block"):
-                chunk = all_idx[start:start + block]
-                x = self._select(store.get_signals(chunk), s)
-                target = trial_sample[chunk]
-                if len(np.unique(target)) == len(target):
-                    out[target] += x
-                else:
-                    np.add.at(out, target, x)
-            counts = np.array([len(self.groups[i][1]) for i in samples], dtype=np.float32)
-            out[samples] /= counts.reshape(-1, *([1] * first.ndim))
-        return out
-
-    def signals(self, i: int) -> np.ndarray:
-        """The (averaged) response of sample ``i``."""
-        return self.data[i] if self.data is not None else self._read(i)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        row = int(self.stim_rows[i])
-        item = {
-            "x": torch.from_numpy(np.ascontiguousarray(self.signals(i))),
-            "target": torch.from_numpy(self.targets[row]),
-            "subject": int(self.subjects[i]),
-            "stim": row,
-        }
-        if self.texts is not None:
-            item["text"] = torch.from_numpy(self.texts[row])
-        return item
-
-
-class EpochSeededSampler(Sampler[int]):
-    """Random order that depends only on ``(seed, epoch)``, so a resumed run sees the same batches.
-
-    Lightning calls :meth:`set_epoch` at the start of every epoch (it does so for any sampler that has
-    the method). Under DDP Lightning substitutes its ``DistributedSampler``, which is seeded the same way.
-    """
-
-    def __init__(self, n: int, seed: int = 0) -> None:
-        self.n = int(n)
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __iter__(self):
-        g = torch.Generator()
-        g.manual_seed(self.seed * 100003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
-
-    def __len__(self) -> int:
-        return self.n
-
-
-# --------------------------------------------------------------------------------------------------
-# the data module
-# --------------------------------------------------------------------------------------------------
 class BrainImageDataModule(L.LightningDataModule):
     """Trial stores + teacher embeddings for training encoders (see the module docstring).
 
@@ -322,13 +195,9 @@ class BrainImageDataModule(L.LightningDataModule):
             self.sfreq = first.sfreq
             self.n_voxels = None
         self.n_subjects = len(self.train_subjects)
-        self._ensure_embeddings()
-        self.image_embeddings = self._cache().get(teacher, layer, ids=self.dataset.stimuli.stimulus_id.tolist())
-        self.embed_dim = int(self.image_embeddings.shape[1])
-        self.text_embeddings = None
-        if text:
-            concepts = self.dataset.stimuli.concept.tolist()
-            self.text_embeddings = self._cache().get(teacher, "text", ids=concepts)
+        self.embed_dim = self._embed_dim()
+        self._image_embeddings: np.ndarray | None = None
+        self._text_embeddings: np.ndarray | None = None
         self.sets: dict[str, TrialSet] = {}
         self._stats: dict[str, np.ndarray] | None = None
 
@@ -338,27 +207,62 @@ class BrainImageDataModule(L.LightningDataModule):
 
         return EmbeddingCache(self.hparams.cache or self.root / "embeddings.h5")
 
-    def _ensure_embeddings(self) -> None:
+    def _cached(self) -> bool:
         hp = self.hparams
         cache = self._cache()
         ids = self.dataset.stimuli.stimulus_id.tolist()
-        need_text = hp.text and not cache.has(hp.teacher, "text")
-        if cache.has(hp.teacher, hp.layer, ids) and not need_text:
+        return cache.has(hp.teacher, hp.layer, ids) and (not hp.text or cache.has(hp.teacher, "text"))
+
+    def _embed_dim(self) -> int:
+        """The teacher layer's dimension, without embedding the stimuli (the model is built from it)."""
+        hp = self.hparams
+        cache = self._cache()
+        if cache.has(hp.teacher, hp.layer):
+            return int(cache.dim(hp.teacher, hp.layer))
+        from neurodecode.teachers import probe_dim
+
+        return int(probe_dim(hp.teacher, hp.layer, self.dataset.stimuli))
+
+    def prepare_data(self) -> None:
+        """Embed the stimuli the cache lacks with the teacher (Lightning calls this on one process)."""
+        if self._cached():
             return
-        rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", os.environ.get("SLURM_PROCID", "0"))))
-        if rank != 0:  # another process embeds: wait for it
-            deadline = time.time() + 24 * 3600
-            while not (cache.has(hp.teacher, hp.layer, ids) and (not hp.text or cache.has(hp.teacher, "text"))):
-                if time.time() > deadline:
-                    raise TimeoutError(f"waited 24 h for rank 0 to embed {hp.teacher!r} into {cache.path}")
-                time.sleep(5)
-            return
+        hp = self.hparams
         from neurodecode.teachers.extract import ensure_embeddings
 
+        cache = self._cache()
         logger.info(f"embedding the stimuli of {self.root} with {hp.teacher} (first use) -> {cache.path}")
         ensure_embeddings(self.dataset.stimuli, hp.teacher, cache.path,
                           layers=(hp.layer,), texts=hp.text, prompt=hp.prompt, batch_size=hp.embed_batch_size,
                           device=hp.embed_device)
+
+    def _load_embeddings(self) -> None:
+        if self._image_embeddings is not None:
+            return
+        if not self._cached():
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                raise RuntimeError(f"the embedding cache {self._cache().path} lacks {self.hparams.teacher!r} "
+                                   "embeddings in setup(); prepare_data() should have written them (run "
+                                   "'neurodecode embed' first when prepare_data is disabled).")
+            self.prepare_data()  # used outside a Trainer, in one process
+        hp = self.hparams
+        self._image_embeddings = self._cache().get(hp.teacher, hp.layer, ids=self.dataset.stimuli.stimulus_id.tolist())
+        if hp.text:
+            self._text_embeddings = self._cache().get(hp.teacher, "text", ids=self.dataset.stimuli.concept.tolist())
+
+    @property
+    def image_embeddings(self) -> np.ndarray:
+        """Teacher embeddings of every stimulus, by stimulus-table row (read from the cache on first use)."""
+        self._load_embeddings()
+        return self._image_embeddings
+
+    @property
+    def text_embeddings(self) -> np.ndarray | None:
+        """Text embeddings of each stimulus's concept (``text=True``), by stimulus-table row, else None."""
+        self._load_embeddings()
+        return self._text_embeddings
 
     # -- splits -------------------------------------------------------------------------------
     def _check_compatible(self) -> None:

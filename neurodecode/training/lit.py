@@ -10,7 +10,7 @@ for THINGS), and per-subject test numbers in joint protocols.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning as L
@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 from neurodecode.utils import check_option
+
+OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
 
 SCHEDULERS = ("cosine", "constant")
 
@@ -35,14 +37,21 @@ class AlignmentModule(L.LightningModule):
         Called as ``loss(brain, image, text) -> (total, parts)``; default: CLIP loss
         (:class:`~neurodecode.losses.AlignmentLoss` with a learnable temperature).
     lr : float
-        Peak learning rate (AdamW).
+        Peak learning rate (of the default AdamW; ignored when ``optimizer`` sets its own).
     weight_decay : float
-        AdamW weight decay.
+        Weight decay of the default AdamW (biases, norms, subject/token embeddings and the
+        temperature get none, whichever optimizer is used).
     betas : tuple of float
-        AdamW betas.
+        Betas of the default AdamW.
+    optimizer : callable | None
+        Any ``torch.optim`` optimizer, from YAML as LightningCLI's dependency injection
+        (``optimizer: {class_path: torch.optim.SGD, init_args: {lr: 0.01, momentum: 0.9}}``); it
+        receives the two parameter groups (with and without weight decay). ``None``: AdamW with
+        ``lr``, ``weight_decay`` and ``betas``.
     scheduler : str
-        ``"cosine"`` (linear warm-up then cosine decay to ``min_lr_ratio * lr`` over the run) or
-        ``"constant"`` (after warm-up).
+        ``"cosine"`` (torch's ``LinearLR`` warm-up, then ``CosineAnnealingLR`` down to
+        ``min_lr_ratio`` times the peak over the run, chained by ``SequentialLR``) or
+        ``"constant"`` (after the same warm-up).
     warmup_epochs : float
         Warm-up length in epochs (fractions allowed).
     min_lr_ratio : float
@@ -69,6 +78,7 @@ class AlignmentModule(L.LightningModule):
         lr: float = 3e-4,
         weight_decay: float = 0.01,
         betas: tuple[float, float] = (0.9, 0.999),
+        optimizer: OptimizerCallable | None = None,
         scheduler: str = "cosine",
         warmup_epochs: float = 0.0,
         min_lr_ratio: float = 0.0,
@@ -81,7 +91,9 @@ class AlignmentModule(L.LightningModule):
     ) -> None:
         super().__init__()
         check_option("scheduler", scheduler, SCHEDULERS)
-        self.save_hyperparameters(ignore=["encoder", "loss"])
+        # the optimizer factory is code, not data: checkpoints stay loadable with weights_only=True
+        self.save_hyperparameters(ignore=["encoder", "loss", "optimizer"])
+        self.optimizer_factory = optimizer
         if hasattr(encoder, "get_config"):
             # lets a checkpoint rebuild its encoder without the YAML (see load_alignment_checkpoint)
             self.hparams["encoder_config"] = encoder.get_config()
@@ -101,7 +113,7 @@ class AlignmentModule(L.LightningModule):
         self.register_buffer("input_mean", torch.zeros(int(size)))
         self.register_buffer("input_std", torch.ones(int(size)))
         self.register_buffer("stats_fitted", torch.tensor(False))
-        self._outputs: dict[str, list[dict[str, torch.Tensor]]] = {}
+        self._metrics: dict[str, dict[int, Any]] = {}
         self.test_results: dict[str, Any] = {}
 
     # -- set-up -------------------------------------------------------------------------------
@@ -192,8 +204,13 @@ class AlignmentModule(L.LightningModule):
         emb = brain["contrastive"] if isinstance(brain, dict) else brain
         self.log(f"{stage}/loss", total, on_epoch=True, batch_size=len(batch["x"]), sync_dist=True,
                  prog_bar=stage == "val")
-        self._outputs.setdefault(stage, []).append(
-            {"emb": emb.detach().float(), "stim": batch["stim"], "subject": batch["subject"]})
+        if getattr(self.trainer, "sanity_checking", False):
+            return
+        for s, metric in self._metrics.get(stage, {}).items():
+            m = batch["subject"] == s
+            if bool(m.any()):
+                metric.update(emb[m].detach().float(), batch["target"][m].float(), ids=batch["index"][m],
+                              targets=batch["stim"][m])
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -204,50 +221,49 @@ class AlignmentModule(L.LightningModule):
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return {"embedding": self(batch["x"], batch["subject"]), "stim": batch["stim"], "subject": batch["subject"]}
 
-    def _gathered(self, stage: str) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-        outs = self._outputs.pop(stage, [])
-        if not outs:
-            return torch.empty(0), np.empty(0, np.int64), np.empty(0, np.int64)
-        emb = torch.cat([o["emb"] for o in outs])
-        stim = torch.cat([o["stim"] for o in outs])
-        subj = torch.cat([o["subject"] for o in outs])
-        if self.trainer.world_size > 1:
-            emb, stim, subj = (self.all_gather(t).flatten(0, 1) for t in (emb, stim, subj))
-        stim_np, subj_np = stim.cpu().numpy(), subj.cpu().numpy()
-        # a distributed sampler may repeat samples to even out ranks: keep the first of each
-        key = np.stack([subj_np, stim_np], 1)
-        if self.trainer.world_size > 1:
-            _, first = np.unique(key, axis=0, return_index=True)
-            first = np.sort(first)
-            emb, stim_np, subj_np = emb[torch.as_tensor(first, device=emb.device)], stim_np[first], subj_np[first]
-        return emb.cpu(), stim_np, subj_np
+    # -- retrieval metrics (neurodecode's ZeroShotRetrieval: gathered across ranks, padding dropped) ------
+    def _start_metrics(self, stage: str) -> None:
+        """One :class:`~neurodecode.evaluation.retrieval.ZeroShotRetrieval` per subject of the stage's set.
 
-    def _retrieval(self, emb: torch.Tensor, stim: np.ndarray) -> dict[str, float]:
-        from neurodecode.evaluation.retrieval import zero_shot_retrieval
+        k of the k-way numbers is ``min(eval_way, n)`` with ``n`` that subject's number of distinct
+        stimuli, known from the data module before the epoch, so every rank builds the same metrics.
+        """
+        from neurodecode.evaluation.retrieval_metric import ZeroShotRetrieval
 
-        images = torch.as_tensor(self.trainer.datamodule.image_embeddings)
-        cand, targets = np.unique(stim, return_inverse=True)
-        n = len(cand)
-        if n < 2:
-            return {}
-        k = min(int(self.hparams.eval_way), n)
-        tops = [t for t in (1, 5) if t <= k]
-        res = zero_shot_retrieval(emb, images[cand], targets=targets, ks=[k], tops=tops, full=False,
-                                  directions=("brain_to_image",))
-        m = res["inductive"]["brain_to_image"]
-        out = {f"top{t}": float(m[f"top{t}_{k}way"]) for t in tops}
-        out["k"] = k
-        return out
+        self._metrics[stage] = {}
+        dm = getattr(self.trainer, "datamodule", None)
+        sets = getattr(dm, "sets", {})
+        which = "test" if stage == "test" else "val"
+        if which not in sets or getattr(self.trainer, "sanity_checking", False):
+            return
+        ts = sets[which]
+        for s in np.unique(ts.subjects):
+            n = len(np.unique(ts.stim_rows[ts.subjects == s]))
+            if n < 2:
+                continue
+            k = min(int(self.hparams.eval_way), n)
+            tops = [t for t in (1, 5) if t <= k]
+            metric = ZeroShotRetrieval(ks=[k], tops=tops, full=False, directions=("brain_to_image",),
+                                       dist_sync_on_step=False)
+            metric.k = k
+            self._metrics[stage][int(s)] = metric.to(self.device)
 
     def _epoch_end(self, stage: str) -> None:
-        emb, stim, subj = self._gathered(stage)
-        if len(emb) == 0 or getattr(self.trainer, "sanity_checking", False):
+        metrics = self._metrics.pop(stage, {})
+        if not metrics:
             return
-        subjects = np.unique(subj)
         per_subject = {}
-        for s in subjects:
-            m = subj == s
-            per_subject[int(s)] = self._retrieval(emb[torch.as_tensor(m)], stim[m])
+        for s, metric in metrics.items():
+            k = metric.k
+            if not metric.update_count:  # this rank saw none of the subject's rows: still join the gather
+                dim = self.trainer.datamodule.embed_dim
+                empty = torch.zeros(0, dim, device=self.device)
+                idx = torch.zeros(0, dtype=torch.int64, device=self.device)
+                metric.update(empty, empty, ids=idx, targets=idx)
+            flat = metric.compute()
+            per_subject[s] = {f"top{t}": float(flat[f"brain_to_image/top{t}_{k}way"])
+                              for t in (1, 5) if f"brain_to_image/top{t}_{k}way" in flat}
+            per_subject[s]["k"] = k
         keys = [k for k in ("top1", "top5") if all(k in v for v in per_subject.values())]
         for key in keys:
             self.log(f"{stage}/{key}", float(np.mean([v[key] for v in per_subject.values()])), sync_dist=False,
@@ -266,6 +282,12 @@ class AlignmentModule(L.LightningModule):
                                  "mean": {k: float(np.mean([v[k] for v in per_subject.values()])) for k in keys},
                                  "k": int(next(iter(per_subject.values())).get("k", 0))}
 
+    def on_validation_epoch_start(self) -> None:
+        self._start_metrics("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_metrics("test")
+
     def on_validation_epoch_end(self) -> None:
         self._epoch_end("val")
 
@@ -281,25 +303,52 @@ class AlignmentModule(L.LightningModule):
                 continue
             # no weight decay on biases, norms, embeddings of subjects/tokens and the temperature
             (no_decay if p.ndim < 2 or "logit_scale" in name or "token" in name else decay).append(p)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr, betas=tuple(hp.betas))
+        if self.optimizer_factory is None:
+            opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
+                                     {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr, betas=tuple(hp.betas))
+        else:
+            opt = self.optimizer_factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
         total = max(1, int(self.trainer.estimated_stepping_batches))
         max_epochs = max(1, self.trainer.max_epochs or 1)
         warmup = int(round(hp.warmup_epochs * total / max_epochs))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(hp.scheduler, warmup, total, hp.min_lr_ratio))
+        sched = lr_schedule(opt, hp.scheduler, warmup=warmup, total=total, min_lr_ratio=hp.min_lr_ratio)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def _lr_lambda(kind: str, warmup: int, total: int, min_ratio: float):
-    def f(step: int) -> float:
-        if warmup > 0 and step < warmup:
-            return (step + 1) / warmup
-        if kind == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+def lr_schedule(optimizer: torch.optim.Optimizer, kind: str = "cosine", *, warmup: int = 0, total: int = 1,
+                min_lr_ratio: float = 0.0) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up then cosine decay (or a constant rate), from torch's schedulers, stepped per batch.
 
-    return f
+    Parameters
+    ----------
+    optimizer : torch.optim.Optimizer
+        The optimizer; its learning rates are the peaks.
+    kind : str
+        ``"cosine"`` or ``"constant"``.
+    warmup : int
+        Warm-up steps: the rate rises linearly, ``(step + 1) / warmup`` of the peak (``LinearLR``).
+    total : int
+        Steps of the whole run; the cosine reaches ``min_lr_ratio`` of the peak at ``total``.
+    min_lr_ratio : float
+        Final rate of the cosine as a fraction of the peak.
+
+    Returns
+    -------
+    scheduler : torch.optim.lr_scheduler.LRScheduler
+        ``SequentialLR(LinearLR, CosineAnnealingLR | ConstantLR)``, or the second alone without warm-up.
+    """
+    from torch.optim import lr_scheduler as S
+
+    check_option("scheduler", kind, SCHEDULERS)
+    peak = optimizer.param_groups[0]["lr"]
+    if kind == "cosine":
+        after = S.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup), eta_min=min_lr_ratio * peak)
+    else:
+        after = S.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if warmup <= 1:
+        return after
+    ramp = S.LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup - 1)
+    return S.SequentialLR(optimizer, [ramp, after], milestones=[warmup])
 
 
 def load_checkpoint_dict(path: str | Any) -> dict[str, Any]:
