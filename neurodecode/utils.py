@@ -195,6 +195,17 @@ def to_jsonable(obj: Any, *, allow_nan: bool = True) -> Any:
 
 
 # --------------------------------------------------------------------------------------------------
+# user errors
+# --------------------------------------------------------------------------------------------------
+class UserError(ValueError):
+    """A mistake the user can fix (a wrong path, option or file): the command line prints its message
+    as one or two lines and exits with status 2, without a traceback (``--debug`` shows it).
+
+    The message says what is wrong, which file or option, and how to fix it.
+    """
+
+
+# --------------------------------------------------------------------------------------------------
 # validation (MNE-style messages: name the argument, the allowed values and what was given)
 # --------------------------------------------------------------------------------------------------
 def check_option(name: str, value: Any, allowed: Sequence[Any]) -> Any:

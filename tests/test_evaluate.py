@@ -174,3 +174,132 @@ def test_n170_time_resolved_peaks_at_the_n170_and_is_at_chance_before_onset(shar
     n170 = (t >= 0.13) & (t <= 0.2)
     assert (lo[n170] > 0.5).any()  # a window of the N170 latency range is above chance
     assert s[n170].max() > 0.58
+
+
+def test_report_and_metrics_say_what_each_number_is(trained, evaluated):
+    """report.md: ceiling caveat, p at the permutation floor, no empty k-way columns, ablation CIs, training
+    and data sizes, figure subjects; metrics.json: the time-resolved correction."""
+    out, m = evaluated
+    report = (out / "report.md").read_text()
+    # the noise ceiling is another quantity, said next to it as in metrics.json
+    assert m["noise_ceiling_note"].startswith("a ceiling of a different quantity")
+    assert "Caveat: a ceiling of a different quantity: identification of the test responses" in report
+    # a p at the floor 1/(n_perm + 1) reads "< 1/n_perm" (200 permutations here), never as a value
+    p = m["subjects"]["01"]["permutation_test"]["p_value"]
+    row = next(line for line in report.splitlines() if line.startswith("| sub-01 |"))
+    if p <= 1 / 201:
+        assert row.endswith("| < 0.005 |") and "0.00498" not in row
+    # 8 candidates: no 10-, 50- or 200-way columns full of dashes; the note says why
+    header = next(line for line in report.splitlines() if line.startswith("| subject |"))
+    assert "2-way top-1" in header and "4-way top-1" in header and "200-way" not in header and "10-way" not in header
+    assert "Not shown: 10-way, 50-way, 100-way, 200-way (n/a: 8 candidates at most" in report
+    assert "–" not in row
+    # ablation: labelled baseline row, intervals for every number
+    assert "| all channels (no ablation) | " in report and "| none |" not in report
+    abl = [line for line in report.splitlines() if " ch) | " in line]
+    assert len(abl) == 5 and all(line.count("[") == 2 for line in abl)
+    for v in m["ablation"]["regions"].values():
+        assert v["top1_full_ci"]["low"] <= v["top1_full"] <= v["top1_full_ci"]["high"]
+    # training length, selection, seeds and data sizes
+    import torch
+
+    raw = torch.load(trained[1], map_location="cpu", weights_only=False)
+    tr = m["model"]["training"]
+    done = raw["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"]
+    assert tr["epochs_run"] == done and tr["n_seeds"] == 1 and tr["selected_epoch"] == raw["epoch"]
+    assert (f"- training: {done} epoch(s) run; evaluated epoch {raw['epoch']} (counting from 0), chosen as the "
+            "checkpoint given (last.ckpt; the best val/loss was") in report
+    assert "1 seed (seed 0)" in report
+    sz = m["data_sizes"]
+    assert sz["test_samples"] == 8 and sz["test_stimuli"] == 8 and sz["train_subjects"] == ["01"]
+    assert sz["train_samples"] + sz["val_samples"] > 0
+    assert (f"- data sizes: train {sz['train_samples']} single trials of {sz['train_stimuli']} stimuli; validation "
+            f"{sz['val_samples']}") in report and "1 training subject(s) (01), 1 test subject(s)" in report
+    # time-resolved: the correction used, the band called uncorrected, pre-stimulus windows as a sanity check
+    tr = m["time_resolved"]["01"]
+    assert tr["significance"]["correction"] == "cluster" and tr["protocol"]["correction"] == "cluster"
+    assert "uncorrected" in tr["protocol"]["band"]
+    assert "Significant windows: cluster-based permutation test over adjacent windows (MNE" in report
+    assert "Pre-stimulus windows are a sanity check" in report
+    t = np.asarray(tr["times"])
+    if (t < 0).any():  # simulated information starts after onset: no pre-stimulus window may be flagged
+        assert not np.asarray(tr["significant"])[t < 0].any() and "pre-stimulus windows significant: 0 of" in report
+    else:
+        assert f"no pre-stimulus window to check (the first window is centred at {t[0] * 1000:.0f} ms)" in report
+    assert tr["protocol"]["train_averaging"].startswith("responses sharing a stimulus")
+    # figures: which subjects they show
+    assert m["figure_subjects"]["similarity_matrix"] == "sub-01" and "Subjects in the figures:" in report
+
+
+def _planted(seed: int, planted: bool, n_train: int = 160, n_test: int = 40):
+    rng = np.random.default_rng(seed)
+    times = np.round(np.arange(-0.2, 0.6, 0.01), 3)
+    y = rng.standard_normal((n_train + n_test, 8))
+    mix = rng.standard_normal((8, 6))
+    x = rng.standard_normal((n_train + n_test, 6, len(times)))
+    if planted:  # information only between 150 and 350 ms
+        x[:, :, (times > 0.15) & (times < 0.35)] += 1.5 * (y @ mix)[:, :, None]
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:], times
+
+
+@pytest.mark.parametrize("correction", ["cluster", "fdr"])
+def test_time_resolved_retrieval_controls_the_error_across_windows(correction):
+    from neurodecode.evaluation.time_resolved import time_resolved_retrieval
+
+    kw = dict(width=0.05, step=0.02, n_boot=200, correction=correction, progress_bar=False, seed=1)
+    tx, ty, ex, ey, times = _planted(0, planted=False)
+    noise = time_resolved_retrieval(tx, ty, ex, ey, np.arange(len(ey)), times, **kw)
+    assert not any(noise["significant"])  # pure noise: no window flagged
+    assert noise["significance"]["correction"] == correction
+    tx, ty, ex, ey, times = _planted(0, planted=True)
+    res = time_resolved_retrieval(tx, ty, ex, ey, np.arange(len(ey)), times, **kw)
+    t, sig = np.asarray(res["times"]), np.asarray(res["significant"])
+    assert sig[(t > 0.18) & (t < 0.32)].all()  # the planted effect is found ...
+    assert not sig[(t < 0.1) | (t > 0.42)].any()  # ... and nothing far from it
+    if correction == "cluster":
+        assert "permutation_cluster_1samp_test" in res["significance"]["method"]
+        assert [c for c in res["significance"]["clusters"] if c["p_value"] < 0.05]
+
+
+def test_fast_ridge_equals_scikit_learn_ridge_cv():
+    """One decomposition per window for every alpha and every target: the same fit as StandardScaler + RidgeCV."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from neurodecode.evaluation.ranking import similarity_matrix
+    from neurodecode.evaluation.retrieval import kway_hits
+    from neurodecode.evaluation.time_resolved import (
+        average_groups,
+        ridge_loo,
+        ridge_predict,
+        sliding_windows,
+        time_resolved_retrieval,
+    )
+
+    rng = np.random.default_rng(3)
+    alphas = np.logspace(-1, 6, 15)
+    for n, p in ((40, 120), (200, 30)):  # fewer samples than features (X X^T) and more (X^T X)
+        x = rng.standard_normal((n, p)) * rng.uniform(0.5, 3, p) + 2
+        y = x @ rng.standard_normal((p, 5)) * 0.1 + rng.standard_normal((n, 5)) * 3
+        xt = rng.standard_normal((10, p)) + 2
+        ref = make_pipeline(StandardScaler(), RidgeCV(alphas=alphas, alpha_per_target=False)).fit(x, y)
+        fit = ridge_loo(x, y, alphas)
+        assert fit["alpha"] == ref[-1].alpha_
+        np.testing.assert_allclose(ridge_predict(fit, xt), ref.predict(xt), atol=1e-6, rtol=0)
+        assert -fit["loo_mse"].min() == pytest.approx(ref[-1].best_score_, abs=1e-6)
+    # the whole time-resolved curve equals the straightforward per-window scikit-learn ridge
+    tx, ty, ex, ey, times = _planted(1, planted=True, n_train=60, n_test=20)
+    res = time_resolved_retrieval(tx, ty, ex, ey, np.arange(20), times, width=0.05, step=0.05, n_boot=0,
+                                  progress_bar=False)
+    for i, (a, b, _) in enumerate(sliding_windows(times, 0.05, 0.05)):
+        wtx, wex = (z[:, :, a:b].reshape(len(z), -1) for z in (tx, ex))
+        ref = make_pipeline(StandardScaler(), RidgeCV(alphas=alphas, alpha_per_target=False)).fit(wtx, ty)
+        assert res["alpha"][i] == ref[-1].alpha_
+        hits = kway_hits(similarity_matrix(ref.predict(wex), ey), 20, tops=[1])[0]
+        assert res["top1"][i] == pytest.approx(float(np.mean(hits)), abs=1e-6)
+    # averaging repetitions first: the mean of each group's rows
+    xa, ya = average_groups(np.arange(12.0).reshape(4, 3), np.arange(8.0).reshape(4, 2), [("01", 1), ("01", 1),
+                                                                                          ("01", 0), ("02", 1)])
+    np.testing.assert_allclose(xa, [[6, 7, 8], [1.5, 2.5, 3.5], [9, 10, 11]])
+    np.testing.assert_allclose(ya, [[4, 5], [1, 2], [6, 7]])

@@ -392,6 +392,32 @@ def test_nsd_wrong_axis_order_is_refused(nsd_root, tmp_path):
                     progress=False)
 
 
+def test_nsd_damaged_files_are_named_with_the_format_expected(nsd_root, tmp_path):
+    import os
+
+    from neurodecode.readers.common import BadFileError
+    from neurodecode.readers.nsd import prepare_nsd
+
+    root = tmp_path / "nsd"
+    shutil.copytree(nsd_root["root"], root)
+    betas = root / "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session02.hdf5"
+    betas.write_bytes(os.urandom(2048))  # not HDF5: h5py says only "file signature not found"
+    with pytest.raises(BadFileError) as exc:
+        prepare_nsd(root, tmp_path / "o", subjects=["01"], trials_per_session=T, extract_images=False, progress=False)
+    assert str(exc.value).startswith(f"{betas}: cannot be read as an HDF5 file of NSD betas (betas_sessionNN.hdf5) "
+                                     "(OSError: Unable to synchronously open file (file signature not found))")
+    shutil.copy(nsd_root["root"] / betas.relative_to(root), betas)
+    roi = root / "nsddata/ppdata/subj01/func1pt8mm/roi/nsdgeneral.nii.gz"
+    roi.write_bytes(roi.read_bytes()[:-40])  # truncated download: gzip stream ends early
+    with pytest.raises(BadFileError, match=r"nsdgeneral\.nii\.gz: cannot be read as a NIfTI ROI mask \(\.nii\.gz\) "
+                                           r"\((EOFError|ImageFileError)"):
+        prepare_nsd(root, tmp_path / "o", subjects=["01"], trials_per_session=T, extract_images=False, progress=False)
+    design = root / "nsddata/experiments/nsd/nsd_expdesign.mat"
+    design.write_bytes(os.urandom(1000))
+    with pytest.raises(BadFileError, match=r"nsd_expdesign\.mat: cannot be read as a MATLAB v5 \.mat file"):
+        prepare_nsd(root, tmp_path / "o", subjects=["01"], trials_per_session=T, extract_images=False, progress=False)
+
+
 def test_nsd_design_helpers():
     from neurodecode.readers.nsd import parse_sessions, presentation_index
 

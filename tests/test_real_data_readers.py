@@ -118,3 +118,37 @@ def test_haxby_25mm_with_vt_mask(shared_data, tmp_path):
     vt = np.asarray(nib.load(str(root / "sub001/masks/25mm/vt.nii.gz")).dataobj) > 0
     assert st.shape == (96, int(vt.sum()))
     np.testing.assert_array_equal(st.voxel_ijk, np.argwhere(vt))
+
+
+def test_n170_prepare_prints_kept_and_rejected_per_subject(shared_data, tmp_path, capsys, caplog):
+    """The default output says, per subject, how many epochs were kept and rejected, and warns about
+    the files that lose most of theirs (subject3's third session: 7 of 7 at 100 uV)."""
+    import argparse
+
+    from neurodecode.cli.prepare import add_arguments, run
+
+    root = shared_data / "n170"
+    if not root.is_dir():
+        pytest.skip(f"{root} not found")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    out = tmp_path / "n170"
+    with caplog.at_level("WARNING", logger="neurodecode"):
+        assert run(parser.parse_args(["csv", "--root", str(root), "--out", str(out), "--event-map", "1=face,2=house",
+                                      "--subjects", "1,3", "--no-progress"])) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [f"prepared csv -> {out}",
+                       "  sub-01: 1133 trials kept, 41 of 1174 epochs rejected (3%), 6 file(s)",
+                       "  sub-03: 638 trials kept, 157 of 795 epochs rejected (20%), 5 file(s)",
+                       "    recordings/subject3/session3/recording_2018-05-31-16.03.39.csv.csv: 0 kept, 7 of 7 rejected"]
+    assert ("recordings/subject3/session3/recording_2018-05-31-16.03.39.csv.csv: 7 of 7 epochs rejected (6 over the "
+            "peak-to-peak threshold of 100 uV; 1 too close to the start or end of the recording); only 0 kept"
+            in caplog.text)
+    rec = json.loads((out / "dataset.json").read_text())["prepare_options"]
+    assert rec["event_map"] == "1=face,2=house" and rec["reject"] == 100.0 and rec["tmax"] == 0.8
+    # a wrong event map names the codes the recordings hold, with their counts
+    from neurodecode.utils import UserError
+
+    with pytest.raises(UserError, match=r"matches none of the marker codes found, 1 \(x\d+\), 2 \(x\d+\)"):
+        run(parser.parse_args(["csv", "--root", str(root), "--out", str(tmp_path / "bad"), "--event-map",
+                               "3=face,4=house", "--subjects", "2", "--no-progress"]))

@@ -65,8 +65,32 @@ def test_eeg_round_trip(tmp_path):
     epochs = s.to_epochs(verbose=False)
     assert epochs.get_data().shape == (12, 4, 20)
     assert epochs.metadata["stimulus_id"].tolist() == ids
+    assert epochs.event_id == {f"concept{i}": i + 1 for i in range(5)}
     with pytest.raises(StoreError, match="channel.*'Fz'.*not found"):
         s.get_signals(0, picks=["Fz"])
+
+
+def test_to_epochs_has_one_event_id_per_concept(tmp_path):
+    """Each concept of the stimulus table gets its own event id; a trial's code is its concept's."""
+    table = StimulusTable(["f1", "f2", "h1", "c1"], ["face", "face", "house", "car"], [""] * 4, ["train"] * 4)
+    ids = ["f1", "h1", "f2", "c1", "h1", "f1"]
+    x = np.random.default_rng(3).standard_normal((6, 2, 10)).astype(np.float32)
+    path = write_store(tmp_path / "sub-01.h5", x, stimulus_id=ids, split=["train"] * 6, stimuli=table,
+                       modality="eeg", sfreq=100.0, tmin=0.0, ch_names=["Cz", "Pz"])
+    table.write_tsv(tmp_path / STIMULI_FILENAME)
+    epochs = TrialStore(path).to_epochs(verbose=False)
+    assert epochs.event_id == {"car": 1, "face": 2, "house": 3}
+    assert epochs.events[:, 2].tolist() == [2, 3, 2, 1, 3, 2]
+    assert epochs.metadata["concept"].tolist() == ["face", "house", "face", "car", "house", "face"]
+    assert len(epochs["face"]) == 3 and len(epochs["house"]) == 2
+    np.testing.assert_allclose(epochs["house"].get_data(), x[[1, 4]], rtol=1e-6)
+    sub = TrialStore(path).to_epochs([1, 4], verbose=False)  # only the concepts of the chosen trials
+    assert sub.event_id == {"house": 1} and sub.events[:, 2].tolist() == [1, 1]
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(path, alone / "sub-01.h5")  # away from its stimuli.tsv: each stimulus is its own category
+    lone = TrialStore(alone / "sub-01.h5", validate=False).to_epochs(verbose=False)
+    assert lone.event_id == {"c1": 1, "f1": 2, "f2": 3, "h1": 4} and lone.events[:, 2].tolist() == [2, 4, 3, 1, 4, 2]
 
 
 def test_fmri_round_trip(tmp_path):

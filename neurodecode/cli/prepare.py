@@ -198,7 +198,7 @@ Layouts (--layout, detected by default):
 Images: training_images/ and test_images/ in ROOT, ROOT/image_set, ROOT/images_set or --images.
 Files are read without unpickling code (restricted unpickler). Subjects already prepared are
 skipped (use --overwrite to rebuild them). Data: https://osf.io/3jk45/ (see
-data_manifests/things_eeg2.yaml).
+neurodecode/io/data_manifests/things_eeg2.yaml).
 
 example:
   neurodecode prepare things-eeg2 --root THINGS-EEG2 --out prepared/things_eeg2 --subjects 01 02
@@ -272,10 +272,16 @@ CSV recordings such as the Muse files of the NeuroTechX eeg-notebooks:
   header: timestamps,TP9,AF7,AF8,TP10,Right AUX,Marker0
 
 Each file is filtered (MNE), epoched around the non-zero markers and cleaned by peak-to-peak
-rejection. Markers map to category names (--event-map 1=face,2=house); the stimulus table has one
-row per category whose image path is the category's image folder (found under --images as NAME,
-NAMEs or NAMEes, or given with --image-folders). Duplicate files (same content) are dropped and
-reported. Every trial is 'train'; sessions and runs are kept for cross-validation.
+rejection; epochs kept and rejected are printed per subject, and a file that loses more than half
+of its epochs is warned about. Markers map to category names (--event-map 1=face,2=house); a
+wrong map is reported with the marker codes found. The stimulus table has one row per category
+whose image path is the category's image folder: under --images, a folder per category (NAME/,
+NAMEs/ or NAMEes/) or files named after their category (NAME-001.jpg, NAME_2.png, NAME 3.jpg:
+the file name starts with the category followed by '-', '_', a space or a digit; such files are
+copied to OUT/images/NAME/), or --image-folders. Without images the table has no image paths and
+decoding targets come from the category names. Duplicate files (same content) are dropped and
+reported. Every trial is 'train'; sessions and runs are kept for cross-validation. One --root
+holds one experiment (subject folders under several experiment folders are refused).
 
 Example (the N170 data):
   neurodecode prepare csv --root n170 --out prepared/n170 --event-map 1=face,2=house \\
@@ -338,7 +344,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="output folder: sub-XX.h5 trial stores, stimuli.tsv and dataset.json")
         p.add_argument("--overwrite", action="store_true",
                        help="rebuild stores that already exist (by default finished subjects are kept: "
-                            "an interrupted run resumes where it stopped)")
+                            "an interrupted run resumes where it stopped; a rerun with other options is "
+                            "refused unless --overwrite)")
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
         p.add_argument("--verbose", action="store_true", help="print what is being done")
         if src.extra is not None:
@@ -346,14 +353,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_option_arguments(p, getattr(mod, src.options)())
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """Check ``--root`` and ``--out`` before any reading: a clear line when either is the wrong kind."""
+    from neurodecode.utils import UserError
+
+    root, out = Path(args.root), Path(args.out)
+    if not root.exists():
+        raise UserError(f"--root {root} does not exist: give the folder that holds the {args.source} data set.")
+    if root.is_file() and args.source != "epochs":
+        raise UserError(f"--root {root} is a file, not a folder: give the folder that holds the {args.source} data "
+                        f"set (perhaps {root.parent}).")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: give a folder (new or prepared before) for the trial stores.")
+
+
+def summary_lines(out: Path, subjects: list[str] | None = None) -> list[str]:
+    """One line per subject of a prepared folder: trials kept (and epochs rejected, where counted)."""
+    import json
+
+    meta_path = Path(out) / "dataset.json"
+    if not meta_path.is_file():
+        return []
+    try:
+        info = json.loads(meta_path.read_text()).get("subjects_info", {}) or {}
+    except ValueError:
+        return []
+    lines = []
+    for subject, si in sorted(info.items()):
+        if subjects is not None and subject not in subjects or not isinstance(si, dict) or "n_trials" not in si:
+            continue
+        line = f"  sub-{subject}: {si['n_trials']} trials kept"
+        if "n_rejected" in si and "n_events" in si:
+            pct = 100 * si["n_rejected"] / max(si["n_events"], 1)
+            line += f", {si['n_rejected']} of {si['n_events']} epochs rejected ({pct:.0f}%)"
+        if "files" in si:
+            line += f", {len(si['files'])} file(s)"
+            bad = [f for f in si["files"] if f.get("n_events", 0) == 0 or f.get("n_rejected", 0) > f["n_events"] / 2]
+            for f in bad:
+                line += (f"\n    {f['file']}: {f['n_epochs']} kept, {f['n_rejected']} of {f['n_events']} rejected"
+                         if f.get("n_events") else f"\n    {f['file']}: no epoch (no marker of the event map)")
+        lines.append(line)
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``neurodecode prepare <source>`` from parsed arguments."""
     from neurodecode.utils import set_log_level
 
     set_log_level("INFO" if args.verbose else "WARNING")
+    check_paths(args)
     src = SOURCES[args.source]
     mod = _reader(args.source)
     opt = options_from_args(getattr(mod, src.options)(), args)
     out = src.run(mod, opt, args)
     print(f"prepared {args.source} -> {out}")
+    for line in summary_lines(Path(out)):
+        print(line)
     return 0

@@ -53,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from neurodecode.utils import UserError
+
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file, not a folder; give a new or empty folder for the simulated "
+                        f"data set, e.g. --out sim_{args.modality}.")
     from neurodecode.simulate.dataset import SimulationConfig, simulate
 
     cfg = SimulationConfig(

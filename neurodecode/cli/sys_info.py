@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "Print versions of Python, torch, CUDA, MNE, Lightning, open_clip, diffusers and the devices seen."
+HELP = "Print versions of Python and the libraries, the devices seen and which optional packages are installed."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,8 @@
 """Data manifests: what a public data set's root folder must hold, checked before any long work.
 
-A manifest is a YAML file in ``data_manifests/`` (one per data set)::
+A manifest is a YAML file shipped inside the package, ``neurodecode/io/data_manifests/<name>.yaml``
+(one per data set; package data found through :mod:`importlib.resources`, so it is found in an
+installed wheel as in a checkout; ``$NEURODECODE_MANIFESTS`` names another folder)::
 
     name: things_eeg2
     title: THINGS-EEG2 (Gifford et al. 2022)
@@ -27,8 +29,11 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from neurodecode.utils import UserError
 
 MANIFEST_ENV = "NEURODECODE_MANIFESTS"
 
@@ -44,28 +49,40 @@ class ManifestError(FileNotFoundError):
         lines += [f"  - {p}" for p in problems[:50]]
         if len(problems) > 50:
             lines.append(f"  ... and {len(problems) - 50} more")
-        lines.append(f"See data_manifests/{manifest}.yaml for where to get each file.")
+        lines.append(f"See {manifests_dir() / (manifest + '.yaml')} for where to get each file.")
         super().__init__("\n".join(lines))
 
 
 def manifests_dir() -> Path:
-    """Folder holding the manifests (``$NEURODECODE_MANIFESTS`` overrides)."""
+    """Folder holding the manifests: the package data folder ``neurodecode/io/data_manifests``
+    (through :func:`importlib.resources.files`), or ``$NEURODECODE_MANIFESTS`` when set."""
     env = os.environ.get(MANIFEST_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "data_manifests"
+    return Path(str(resources.files("neurodecode.io").joinpath("data_manifests")))
+
+
+def available_manifests() -> list[str]:
+    """Names of the manifests found (sorted)."""
+    return sorted(p.stem for p in manifests_dir().glob("*.yaml"))
 
 
 def load_manifest(name: str) -> dict[str, Any]:
-    """Read ``data_manifests/<name>.yaml``."""
+    """Read the manifest ``<name>.yaml`` (e.g. ``"things_meg"``) from :func:`manifests_dir`."""
     import yaml
 
     path = manifests_dir() / f"{name}.yaml"
     if not path.is_file():
-        avail = sorted(p.stem for p in manifests_dir().glob("*.yaml"))
-        raise FileNotFoundError(f"No manifest '{name}' in {manifests_dir()}; available: {avail}.")
+        hint = (f" (${MANIFEST_ENV} is set: unset it to use the manifests shipped with neurodecode)"
+                if os.environ.get(MANIFEST_ENV) else
+                " (the package data is missing: reinstall neurodecode)")
+        raise FileNotFoundError(f"No manifest '{name}' in {manifests_dir()}; available: {available_manifests()}"
+                                f"{hint}.")
     with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+        try:
+            return yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            raise ValueError(f"Manifest {path} is not valid YAML: {err}") from None
 
 
 def _sha256(path: Path, chunk: int = 1 << 22) -> str:
@@ -92,7 +109,7 @@ def check_root(
     root : path-like
         The data set's root folder.
     manifest : str | dict
-        Manifest name (``data_manifests/<name>.yaml``) or an already loaded manifest.
+        Manifest name (``<name>.yaml`` in :func:`manifests_dir`) or an already loaded manifest.
     layout : str
         Which layout of the manifest to check.
     subjects : sequence of str
@@ -113,6 +130,9 @@ def check_root(
     layouts = man.get("layouts", {})
     if layout not in layouts:
         raise ValueError(f"Manifest {name} has no layout {layout!r}; available: {sorted(layouts)}.")
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--root {root} is a file, not a folder: give the folder that holds the {name} data set "
+                        f"(the '{layout}' layout, see {manifests_dir() / (str(name) + '.yaml')}).")
     if not root.is_dir():
         raise ManifestError(root, name, layout, [f"the root folder {root} does not exist"])
     problems: list[str] = []

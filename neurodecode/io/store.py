@@ -369,7 +369,13 @@ class TrialStore:
             yield start, self.get_signals(slice(start, start + block_size))
 
     def to_epochs(self, index: Sequence[int] | np.ndarray | None = None, *, verbose: bool | None = None):
-        """The trials as ``mne.EpochsArray`` with per-trial metadata (stimulus, split, repetition...).
+        """The trials as ``mne.EpochsArray`` with per-trial metadata (stimulus, concept, split...).
+
+        Each concept (category) of the stimulus table has its own event id: ``event_id`` maps the
+        concepts of the included trials, sorted, to the codes ``1, 2, ...`` and each trial's event
+        code is its concept's, so ``epochs["face"]`` selects the face trials. The metadata holds
+        every per-trial field plus ``concept``. A store without its stimulus table (moved away from
+        its folder's ``stimuli.tsv``) uses each stimulus id as its category.
 
         Parameters
         ----------
@@ -377,6 +383,10 @@ class TrialStore:
             Trials to include; ``None`` includes all.
         verbose : bool | None
             MNE verbosity.
+
+        Returns
+        -------
+        epochs : mne.EpochsArray
         """
         import mne
 
@@ -384,8 +394,20 @@ class TrialStore:
         idx = np.arange(self.n_trials) if index is None else np.asarray(index)
         data = self.get_signals(idx).astype(np.float64)
         meta = self.metadata(idx)
-        events = np.column_stack([np.arange(len(idx)), np.zeros(len(idx), int), np.ones(len(idx), int)])
-        return mne.EpochsArray(data, self.info, events=events, tmin=self.tmin, metadata=meta,
+        ids = meta["stimulus_id"].to_numpy().astype(str)
+        try:
+            table = self.stimuli
+        except StoreError:  # a store away from its folder's stimuli.tsv: each stimulus is its own category
+            concept = ids
+        else:
+            concept = np.asarray(table.concept, dtype=str)[table.rows(ids, where=f"stimulus table of {self.path}")]
+            concept = np.where(concept == "", ids, concept)
+        meta["concept"] = concept
+        names = sorted(set(concept.tolist()))
+        event_id = {name: code for code, name in enumerate(names, start=1)}
+        codes = np.array([event_id[c] for c in concept], dtype=int)
+        events = np.column_stack([np.arange(len(idx)), np.zeros(len(idx), int), codes])
+        return mne.EpochsArray(data, self.info, events=events, event_id=event_id, tmin=self.tmin, metadata=meta,
                                verbose=verbose)
 
     def metadata(self, index: np.ndarray | None = None):

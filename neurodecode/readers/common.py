@@ -8,16 +8,90 @@ import datetime as _dt
 import json
 import platform
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from neurodecode._version import __version__
+from neurodecode.io.manifests import ManifestError
 from neurodecode.io.prepared import store_filename, write_dataset_meta
 from neurodecode.io.store import DATASET_FILENAME, STIMULI_FILENAME, StimulusTable, StoreError, validate_store
-from neurodecode.utils import PathLike, logger, to_jsonable
+from neurodecode.utils import PathLike, UserError, logger, to_jsonable
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class BadFileError(UserError):
+    """A data file that a library could not read: the message names the file, the format expected
+    and the library's reason (e.g. a truncated download)."""
+
+    def __init__(self, path: PathLike, expected: str, reason: str):
+        self.path, self.expected, self.reason = Path(path), expected, reason
+        super().__init__(f"{path}: cannot be read as {expected} ({reason}). The file is damaged, truncated (an "
+                         f"interrupted download or copy?) or not {expected}: replace it with a complete copy.")
+
+
+_OWN_ERRORS = (UserError, StoreError, ManifestError, MemoryError)
+
+
+@contextmanager
+def reading(path: PathLike, expected: str) -> Iterator[None]:
+    """Re-raise a library's error while reading ``path`` as a :class:`BadFileError` naming the file.
+
+    Wrap only the library calls that read the file (``h5py.File``, ``nib.load`` and ``dataobj``,
+    ``mne.read_epochs`` and loading epochs, ``scipy.io.loadmat``, ``pandas.read_csv``): our own
+    checks raise their own messages and pass through unchanged, as do ``MemoryError`` and
+    interrupts.
+
+    Parameters
+    ----------
+    path : path-like
+        The file being read.
+    expected : str
+        What it should be, e.g. ``"an HDF5 file (NSD betas)"``.
+    """
+    try:
+        yield
+    except _OWN_ERRORS:
+        raise
+    except Exception as err:  # noqa: BLE001 - every library error becomes one message naming the file
+        if isinstance(err, FileNotFoundError) and not Path(path).exists():
+            raise UserError(f"{path} does not exist; expected {expected} there.") from err
+        text = str(err).strip()
+        raise BadFileError(path, expected, f"{type(err).__name__}: {text}" if text else type(err).__name__) from err
+
+
+def check_root_folder(root: PathLike, what: str) -> Path:
+    """``root`` as a Path when it is a folder; else a :class:`~neurodecode.utils.UserError` saying
+    whether it is a file or does not exist, and what the folder should hold (``what``)."""
+    root = Path(root)
+    if root.is_dir():
+        return root
+    if root.exists():
+        raise UserError(f"--root {root} is a file, not a folder: give the folder that holds {what} "
+                        f"(perhaps {root.parent}).")
+    raise UserError(f"--root {root} does not exist: give the folder that holds {what}.")
+
+
+def select_subjects(available: Sequence[str], wanted: Sequence[Any] | None, *, root: PathLike) -> list[str]:
+    """The subjects of ``wanted`` (``None``: all of ``available``), labels normalised as the readers
+    name them (``7`` -> ``07``); a one-line :class:`~neurodecode.utils.UserError` lists the
+    available subjects when one is absent."""
+    available = sorted(dict.fromkeys(available))
+    if wanted is None:
+        return available
+    want, missing = [], []
+    for w in (str(w).strip().removeprefix("sub-") for w in wanted):
+        hit = next((a for a in available if a == w or (w.isdigit() and a.isdigit() and int(a) == int(w))), None)
+        if hit is None:
+            missing.append(subject_label(f"sub-{w}", w))
+        else:
+            want.append(hit)
+    if missing:
+        raise UserError(f"--subjects: no subject {', '.join(missing)} under {root}; available subjects: "
+                        f"{', '.join(available) or 'none'} (e.g. --subjects {','.join(available[:2])}).")
+    return list(dict.fromkeys(want))
 
 
 def store_path(out: Path | str, subject: str) -> Path:
@@ -54,11 +128,86 @@ def provenance_step(step: str, **params: Any) -> dict[str, Any]:
 
 
 def write_prepared_metadata(out: Path | str, stimuli: StimulusTable, meta: Mapping[str, Any]) -> None:
-    """Write ``stimuli.tsv`` and ``dataset.json`` of a prepared folder (both atomically)."""
+    """Write ``stimuli.tsv`` and ``dataset.json`` of a prepared folder (both atomically).
+
+    The options record written by :func:`record_prepare_options` is kept unless ``meta`` has one.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stimuli.write_tsv(out / STIMULI_FILENAME)
-    write_dataset_meta(out, {"neurodecode_version": __version__, **dict(meta)})
+    recorded = _read_meta(out).get(PREPARE_OPTIONS_KEY)
+    head = {"neurodecode_version": __version__, **({PREPARE_OPTIONS_KEY: recorded} if recorded is not None else {})}
+    write_dataset_meta(out, {**head, **dict(meta)})
+
+
+# --------------------------------------------------------------------------------------------------
+# the options a prepared folder was made with
+# --------------------------------------------------------------------------------------------------
+PREPARE_OPTIONS_KEY = "prepare_options"
+# options that select what to prepare rather than how: preparing subjects one run at a time is fine
+SELECTION_OPTIONS = ("subjects",)
+
+
+def _read_meta(out: Path) -> dict[str, Any]:
+    path = out / DATASET_FILENAME
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def record_prepare_options(out: PathLike, source: str, options: Mapping[str, Any], *,
+                           overwrite: bool = False) -> dict[str, Any]:
+    """Record in ``out/dataset.json`` the options of this ``prepare`` run, refusing to mix options.
+
+    When ``out`` already holds stores made with other options (anything but the subject
+    selection), a :class:`~neurodecode.utils.UserError` lists the differences and says how to
+    go on (``--overwrite`` rebuilds every store with the new options, or another ``--out``). The
+    same options go on as before: finished subjects are skipped.
+
+    Parameters
+    ----------
+    out : path-like
+        The prepared folder.
+    source : str
+        The reader (``"csv"``, ``"nifti"``...).
+    options : mapping
+        Every option of the run (e.g. ``ReaderOptions.as_dict()``).
+    overwrite : bool
+        Stores will be rebuilt: the record is replaced without a check.
+
+    Returns
+    -------
+    record : dict
+        What was recorded: ``{"source": source, **options}`` as JSON values.
+    """
+    out = Path(out)
+    record = json.loads(json.dumps(to_jsonable({"source": source, **dict(options)}), default=str))
+    old = _read_meta(out)
+    stores = sorted(out.glob("sub-*.h5")) if out.is_dir() else []
+    before = old.get(PREPARE_OPTIONS_KEY)
+    if stores and not overwrite:
+        if before is None:
+            logger.warning(f"{out} holds {len(stores)} store(s) without a record of the options that made them: "
+                           "they are kept as they are (use --overwrite to rebuild them with this run's options)")
+        else:
+            keys = sorted((set(before) | set(record)) - set(SELECTION_OPTIONS))
+            diff = [f"{k} {_short(before.get(k))} (now {_short(record.get(k))})" for k in keys
+                    if before.get(k) != record.get(k)]
+            if diff:
+                raise UserError(f"{out} holds {len(stores)} store(s) prepared with other options: {'; '.join(diff)}. "
+                                "Pass --overwrite to rebuild them with the new options, or choose another --out.")
+    out.mkdir(parents=True, exist_ok=True)
+    write_dataset_meta(out, {**old, PREPARE_OPTIONS_KEY: record})
+    return record
 
 
 def mne_verbose(verbose: bool | str | None) -> str | bool:
@@ -85,23 +234,6 @@ def number_in(text: str, key: str) -> int | None:
     """The number after ``key`` in ``text`` (``session2`` / ``ses-02`` / ``run_003``), or ``None``."""
     m = re.search(rf"{key}[-_]?(\d+)", text, flags=re.IGNORECASE)
     return int(m.group(1)) if m else None
-
-
-def category_folder(images: Path, name: str, explicit: Mapping[str, PathLike] | None = None) -> Path | None:
-    """The folder of images of category ``name``: an explicit mapping, else ``images/name``,
-    ``images/names`` or ``images/namees`` (so that the category ``face`` finds ``stimuli/faces``)."""
-    if explicit and name in explicit:
-        p = Path(explicit[name])
-        if not p.is_absolute() and not p.exists():
-            p = images / p
-        if not p.is_dir():
-            raise FileNotFoundError(f"Image folder {p} given for category {name!r} does not exist.")
-        return p
-    for cand in (name, name + "s", name + "es"):
-        p = images / cand
-        if p.is_dir():
-            return p
-    return None
 
 
 def parse_mapping(text: str | Mapping[Any, Any] | None, *, what: str) -> dict[str, str]:
@@ -258,12 +390,7 @@ def finish_prepared(out: Path, table: StimulusTable, meta: dict[str, Any], subje
     of the existing ``dataset.json``, so a resumed run keeps what earlier runs reported.
     """
     merged = merge_stimulus_tables(out, table)
-    old: dict[str, Any] = {}
-    if (out / DATASET_FILENAME).is_file():
-        try:
-            old = json.loads((out / DATASET_FILENAME).read_text())
-        except ValueError:
-            old = {}
+    old = _read_meta(out)
     info = dict(old.get("subjects_info", {}))
     info.update(subjects_info)
     subjects = sorted(p.stem[4:] for p in out.glob("sub-*.h5"))
@@ -273,5 +400,5 @@ def finish_prepared(out: Path, table: StimulusTable, meta: dict[str, Any], subje
 
 
 
-__all__ = ["store_path", "is_done", "provenance_step", "write_prepared_metadata", "DATASET_FILENAME",
+__all__ = ["BadFileError", "reading", "check_root_folder", "record_prepare_options", "select_subjects", "PREPARE_OPTIONS_KEY", "store_path", "is_done", "provenance_step", "write_prepared_metadata", "DATASET_FILENAME",
            "STIMULI_FILENAME"]

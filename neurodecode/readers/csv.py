@@ -24,9 +24,7 @@ can cross-validate by session or run.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,17 +34,26 @@ import numpy as np
 from neurodecode._docs import fill_doc
 from neurodecode.io.store import StimulusTable, StoreWriter
 from neurodecode.readers.common import (
-    category_folder,
     finish_prepared,
     is_done,
     mne_verbose,
-    number_in,
     parse_mapping,
     provenance_step,
+    record_prepare_options,
+    select_subjects,
     store_path,
-    subject_label,
+)
+from neurodecode.readers.csv_files import (
+    CSV_EXPECTED,
+    CSVFormatError,
+    Recording,
+    estimate_sfreq,
+    find_recordings,
+    pick_columns,
+    read_csv_recording,
 )
 from neurodecode.readers.epochs_writer import occurrence_index
+from neurodecode.readers.images import category_images
 from neurodecode.readers.options import (
     ReaderOptions,
     comma_list,
@@ -57,15 +64,11 @@ from neurodecode.readers.options import (
     resolve_options,
     str_or_none,
 )
-from neurodecode.utils import PathLike, logger, use_log_level
+from neurodecode.utils import PathLike, UserError, logger, use_log_level
 from neurodecode.utils import progress as progress_bar
 
 UNITS = {"V": 1.0, "mV": 1e-3, "uV": 1e-6, "µV": 1e-6, "nV": 1e-9}
-MARKER_NAMES = ("marker", "markers", "marker0", "stim", "trigger", "event", "events")
-
-
-class CSVFormatError(ValueError):
-    """A CSV recording that cannot be read; the message names the file, line and column."""
+LOSS_WARNING = 0.5  # warn when a file or subject loses more than this fraction of its epochs
 
 
 @dataclass
@@ -86,7 +89,8 @@ class CSVOptions(ReaderOptions):
     event_map: str | dict | None = option(None, help="marker value to category, e.g. '1=face,2=house' (default: "
                                                      "each non-zero value is a category)")
     images: Path | None = option(None, parse=Path, none="ROOT/stimuli",
-                                 help="folder with one image folder per category, as NAME, NAMEs or NAMEes")
+                                 help="images of the categories: a folder per category (NAME/, NAMEs/ or NAMEes/) or "
+                                      "files named after their category (NAME-001.jpg, NAME_2.png)")
     image_folders: str | dict | None = option(None, help="explicit 'category=folder' pairs, comma-separated")
     tmin: float = option(-0.1, help="epoch start in s")
     tmax: float = option(0.8, help="epoch end in s, included")
@@ -108,160 +112,6 @@ class CSVOptions(ReaderOptions):
         super().__post_init__()
         if self.baseline is not None:
             self.baseline = parse_baseline(self.baseline)
-
-
-@dataclass
-class Recording:
-    """One CSV file and where it sits in the study."""
-
-    path: Path
-    subject: str
-    session: int
-    run: int
-    sha256: str
-
-
-# --------------------------------------------------------------------------------------------------
-# files
-# --------------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def find_recordings(root: PathLike) -> tuple[list[Recording], list[dict[str, str]]]:
-    """The CSV recordings under ``root`` (or ``root/recordings``), and the duplicates dropped.
-
-    Returns
-    -------
-    recordings : list of Recording
-        Sorted by path; subject, session (0 when no ``session``/``ses`` folder) and run (1-based
-        file number within the subject's session).
-    duplicates : list of dict
-        ``{"dropped": path, "same_as": path, "sha256": hash}`` for every file whose content equals
-        an earlier file's.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"CSV root folder {root} does not exist.")
-    base = root / "recordings" if (root / "recordings").is_dir() else root
-    files = sorted(p for p in base.rglob("*") if p.is_file() and p.name.lower().endswith(".csv"))
-    if not files:
-        raise FileNotFoundError(f"No .csv file under {base}.")
-    seen: dict[str, Path] = {}
-    recs: list[Recording] = []
-    dups: list[dict[str, str]] = []
-    runs: dict[tuple[str, int], int] = {}
-    for f in files:
-        digest = _sha256(f)
-        if digest in seen:
-            dups.append({"dropped": str(f.relative_to(root)), "same_as": str(seen[digest].relative_to(root)),
-                         "sha256": digest})
-            logger.warning(f"{f.relative_to(root)} has the same content as {seen[digest].relative_to(root)} "
-                           "(SHA-256 identical): dropped as a duplicate")
-            continue
-        seen[digest] = f
-        parts = f.relative_to(base).parts[:-1]
-        subject = next((subject_label(p, "") for p in parts if subject_label(p, "")), "01")
-        session = next((n for p in parts if (n := number_in(p, "(?:session|ses)")) is not None), 0)
-        key = (subject, session)
-        runs[key] = runs.get(key, 0) + 1
-        recs.append(Recording(f, subject, session, runs[key], digest))
-    return recs, dups
-
-
-def read_csv_recording(path: PathLike, *, chunk_rows: int = 200_000) -> tuple[list[str], np.ndarray]:
-    """Read a numeric CSV with a header line.
-
-    Returns the column names and a float64 array ``(n_rows, n_columns)``. A non-numeric, empty or
-    non-finite cell raises :class:`CSVFormatError` naming the file, the line (the header is line
-    1) and the column.
-    """
-    import pandas as pd
-
-    path = Path(path)
-    parts = []
-    header: list[str] = []
-    offset = 0
-    try:
-        reader = pd.read_csv(path, chunksize=chunk_rows, skipinitialspace=True)
-        for df in reader:
-            header = [str(c).strip() for c in df.columns]
-            block = np.empty(df.shape, dtype=np.float64)
-            for ci, col in enumerate(df.columns):
-                s = df[col]
-                if s.dtype.kind not in "iufb":
-                    num = pd.to_numeric(s, errors="coerce")
-                    bad = (num.isna() & s.notna()).to_numpy()
-                    if bad.any():
-                        r = int(np.flatnonzero(bad)[0])
-                        raise CSVFormatError(f"{path}: line {offset + r + 2}, column {header[ci]!r}: "
-                                             f"{str(s.iloc[r])!r} is not a number. Fix or delete that row.")
-                    s = num
-                vals = s.to_numpy(dtype=np.float64)
-                nonfinite = ~np.isfinite(vals)
-                if nonfinite.any():
-                    r = int(np.flatnonzero(nonfinite)[0])
-                    what = "is empty" if np.isnan(vals[r]) else f"is {vals[r]} (not a finite number)"
-                    raise CSVFormatError(f"{path}: line {offset + r + 2}, column {header[ci]!r} {what}. "
-                                         "Fix or delete that row.")
-                block[:, ci] = vals
-            parts.append(block)
-            offset += len(df)
-    except pd.errors.EmptyDataError:
-        raise CSVFormatError(f"{path}: the file is empty; expected a header line and data rows.") from None
-    except pd.errors.ParserError as err:
-        raise CSVFormatError(f"{path}: not a well-formed CSV ({err}).") from None
-    if not parts or offset == 0:
-        raise CSVFormatError(f"{path}: no data rows after the header.")
-    return header, np.concatenate(parts)
-
-
-def _pick_columns(path: Path, header: list[str], *, time_column: str | None, marker_column: str | None,
-                  channels: Sequence[str] | None) -> tuple[str | None, str, list[str], list[str]]:
-    """Resolve the time, marker and channel columns of a file (clear errors naming the file)."""
-    if marker_column is None:
-        cands = [h for h in header if h.lower() in MARKER_NAMES]
-        if len(cands) != 1:
-            raise CSVFormatError(f"{path}: cannot tell the marker column ({'several candidates ' + str(cands) if cands else 'none named marker/stim/trigger'}); "
-                                 f"columns are {header}. Pass --marker-column.")
-        marker_column = cands[0]
-    elif marker_column not in header:
-        raise CSVFormatError(f"{path}: no marker column {marker_column!r}; columns are {header}.")
-    tcol = time_column if time_column in header else None
-    skipped: list[str] = []
-    if channels is None:
-        chans = []
-        for h in header:
-            if h in (tcol, marker_column):
-                continue
-            if "aux" in h.lower():
-                skipped.append(h)  # auxiliary inputs are not brain signals
-                continue
-            chans.append(h)
-    else:
-        missing = [c for c in channels if c not in header]
-        if missing:
-            raise CSVFormatError(f"{path}: channel column(s) {missing} not found; columns are {header}.")
-        chans = list(channels)
-    if not chans:
-        raise CSVFormatError(f"{path}: no channel columns left; columns are {header}. Pass --channels.")
-    return tcol, marker_column, chans, skipped
-
-
-def estimate_sfreq(times: np.ndarray) -> float:
-    """Sampling rate from a time column: (n - 1) / (last - first), rounded to the nearest Hz.
-
-    The span of the whole file is used rather than the median step, because headset time stamps
-    are jittered and quantised (Muse logs 256 Hz samples with millisecond stamps).
-    """
-    span = float(times[-1] - times[0])
-    if not np.isfinite(span) or span <= 0:
-        raise ValueError("cannot estimate the sampling rate: the time column does not increase. Pass --sfreq.")
-    return float(round((len(times) - 1) / span))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -289,18 +139,58 @@ def _epoch_file(rec: Recording, data: np.ndarray, header: list[str], *, tcol, mc
     events = mne.find_events(raw, stim_channel="STI", shortest_event=1, consecutive=True, initial_event=True,
                              verbose=v)
     n_markers = len(events)
+    codes, counts = np.unique(events[:, 2], return_counts=True)
+    found = {int(c): int(n) for c, n in zip(codes, counts, strict=True)}
     events = events[np.isin(events[:, 2], list(code_names))]
     present = {code_names[c]: c for c in sorted(set(events[:, 2].tolist()))}
     if len(events) == 0:
-        return None, {"n_markers": n_markers, "n_events": 0, "n_epochs": 0, "n_rejected": 0}
-    with warnings.catch_warnings():  # a file whose every epoch is rejected is reported in the summary instead
+        return None, {"n_markers": n_markers, "marker_codes": found, "n_events": 0, "n_epochs": 0, "n_rejected": 0,
+                      "n_outside": 0}
+    # a file whose every epoch is rejected is reported by _file_report and in the summary instead
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="All epochs were dropped")
         epochs = mne.Epochs(raw, events, present, tmin=tmin, tmax=tmax, baseline=baseline, picks="eeg",
                             reject=None if reject is None else {"eeg": reject * unit_scale}, preload=True,
-                            reject_by_annotation=False, verbose=v)
+                            reject_by_annotation=False, verbose="ERROR" if v == "WARNING" else v)
     n_ok = len(epochs)
-    return epochs, {"n_markers": n_markers, "n_events": int(len(events)), "n_epochs": n_ok,
-                    "n_rejected": int(len(events) - n_ok)}
+    outside = sum(1 for log in epochs.drop_log if set(log) & {"NO_DATA", "TOO_SHORT"})
+    return epochs, {"n_markers": n_markers, "marker_codes": found, "n_events": int(len(events)), "n_epochs": n_ok,
+                    "n_rejected": int(len(events) - n_ok), "n_outside": int(outside)}
+
+
+def format_codes(counts: dict[int, int]) -> str:
+    """``{1: 120, 2: 118}`` -> ``"1 (x120), 2 (x118)"``: marker codes with how often each occurs."""
+    return ", ".join(f"{c} (x{n})" for c, n in sorted(counts.items())) or "none"
+
+
+def _file_report(fi: dict[str, Any], code_names: dict[int, str], reject: float | None, unit: str) -> None:
+    """Warn about a file that gave no epoch, or lost most of them."""
+    if fi["n_events"] == 0:
+        if fi["n_markers"]:
+            logger.warning(f"{fi['file']}: none of its marker codes {format_codes(fi['marker_codes'])} is in the "
+                           f"event map {_map_text(code_names)}: the file gives no epoch (fix --event-map)")
+        else:
+            logger.warning(f"{fi['file']}: no marker (every value of the marker column is 0): the file gives no epoch")
+        return
+    lost = fi["n_rejected"]
+    if lost / fi["n_events"] > LOSS_WARNING:
+        why = []
+        if lost - fi["n_outside"]:
+            why.append(f"{lost - fi['n_outside']} over the peak-to-peak threshold of {reject:g} {unit}")
+        if fi["n_outside"]:
+            why.append(f"{fi['n_outside']} too close to the start or end of the recording")
+        advice = []
+        if lost - fi["n_outside"]:
+            advice.append("check the recording (a loose electrode?) or raise --reject (0 keeps every epoch)")
+        if fi["n_outside"]:
+            advice.append("markers that close to the ends of a recording cannot hold the epoch window "
+                          "(--tmin/--tmax)")
+        logger.warning(f"{fi['file']}: {lost} of {fi['n_events']} epochs rejected ({'; '.join(why)}); only "
+                       f"{fi['n_epochs']} kept: {'; '.join(advice)}")
+
+
+def _map_text(code_names: dict[int, str]) -> str:
+    return ",".join(f"{c}={n}" for c, n in sorted(code_names.items()))
 
 
 @fill_doc
@@ -355,117 +245,36 @@ def prepare_csv(
     %(images_categories)s
     """
     opt = resolve_options(CSVOptions, options, fields)
-    images = opt.images
     unit_scale = UNITS[opt.unit]
     root, out = Path(root), Path(out)
     with use_log_level(verbose):
         recs, dups = find_recordings(root)
-        if opt.subjects is not None:
-            want = {subject_label(f"sub-{s}", str(s)) if str(s).isdigit() else str(s) for s in opt.subjects}
-            recs = [r for r in recs if r.subject in want]
-            if not recs:
-                raise ValueError(f"No recording of subject(s) {sorted(want)} under {root}.")
+        wanted = select_subjects([r.subject for r in recs], opt.subjects, root=root)
+        recs = [r for r in recs if r.subject in wanted]
         mapping = parse_mapping(opt.event_map, what="event_map")
         try:
             code_names = {int(k): v for k, v in mapping.items()}
         except ValueError:
-            raise ValueError(f"event_map keys must be integer marker values, got {list(mapping)}.") from None
+            raise UserError(f"--event-map: keys must be integer marker values (e.g. '1=face,2=house'), got "
+                            f"{list(mapping)}.") from None
+        images, required = opt.images, opt.images is not None
         if images is None and (root / "stimuli").is_dir():
             images = root / "stimuli"
         explicit = parse_mapping(opt.image_folders, what="image_folders") if opt.image_folders is not None else {}
+        required = required or bool(explicit)
+        record_prepare_options(out, "csv", opt.as_dict(), overwrite=overwrite)
 
-        out.mkdir(parents=True, exist_ok=True)
         by_subject: dict[str, list[Recording]] = {}
         for r in recs:
             by_subject.setdefault(r.subject, []).append(r)
         tables, infos = [], {}
-        sfreq_used: dict[str, float] = {}
         for subject, srecs in sorted(by_subject.items()):
             if is_done(out, subject, overwrite=overwrite):
                 continue
-            chunks, stim, sess, runs, onsets, file_info = [], [], [], [], [], []
-            info = None
-            chans_ref: list[str] | None = None
-            for rec in progress_bar(srecs, enabled=progress, desc=f"sub-{subject}", unit="file"):
-                header, data = read_csv_recording(rec.path)
-                tcol, mcol, chans, skipped = _pick_columns(rec.path, header, time_column=opt.time_column,
-                                                           marker_column=opt.marker_column, channels=opt.channels)
-                if chans_ref is None:
-                    chans_ref = chans
-                    if skipped:
-                        logger.info(f"{rec.path}: auxiliary column(s) {skipped} are not used (list them in "
-                                    "channels= to keep them)")
-                elif chans != chans_ref:
-                    raise CSVFormatError(f"{rec.path}: channels {chans} differ from {chans_ref} in the subject's "
-                                         "other files. Pass channels= explicitly.")
-                fs = opt.sfreq
-                if fs is None:
-                    if tcol is None:
-                        raise CSVFormatError(f"{rec.path}: no time column {opt.time_column!r} to estimate the sampling "
-                                             "rate from. Pass --sfreq.")
-                    fs = estimate_sfreq(data[:, header.index(tcol)])
-                sfreq_used[str(rec.path.relative_to(root))] = fs
-                cn = code_names or {int(c): _num(c) for c in np.unique(data[:, header.index(mcol)]) if c != 0}
-                epochs, stats = _epoch_file(rec, data, header, tcol=tcol, mcol=mcol, chans=chans, sfreq=fs,
-                                            unit_scale=unit_scale, code_names=cn, l_freq=opt.l_freq, h_freq=opt.h_freq,
-                                            tmin=opt.tmin, tmax=opt.tmax, baseline=opt.baseline, reject=opt.reject,
-                                            montage=opt.montage, verbose=verbose)
-                del data
-                file_info.append({"file": str(rec.path.relative_to(root)), "session": rec.session, "run": rec.run,
-                                  "sfreq": fs, **stats})
-                if epochs is None or len(epochs) == 0:
-                    continue
-                if info is None:
-                    info = epochs.info
-                elif abs(epochs.info["sfreq"] - info["sfreq"]) > 1e-9:
-                    raise CSVFormatError(f"{rec.path}: sampling rate {epochs.info['sfreq']} Hz differs from "
-                                         f"{info['sfreq']} Hz in the subject's other files. Pass --sfreq.")
-                names = {c: n for n, c in epochs.event_id.items()}
-                chunks.append(epochs.get_data(copy=False).astype(np.float32))
-                stim += [names[c] for c in epochs.events[:, 2]]
-                sess += [rec.session] * len(epochs)
-                runs += [rec.run] * len(epochs)
-                onsets += (epochs.events[:, 0] / epochs.info["sfreq"]).tolist()
-                tmin_used = float(epochs.times[0])
-            if info is None:
-                raise ValueError(f"Subject {subject}: no epoch left in {len(srecs)} file(s) (markers found: "
-                                 f"{[fi['n_markers'] for fi in file_info]}; check event_map and reject).")
-            order = list(dict.fromkeys(code_names[c] for c in sorted(code_names))) if code_names else sorted(set(stim))
-            shown = set(stim)
-            cats = [c for c in order if c in shown]
-            paths = []
-            for c in cats:
-                folder = category_folder(Path(images), c, explicit) if images is not None or explicit else None
-                if folder is None:
-                    logger.warning(f"no image folder for category {c!r}" + (f" under {images}" if images else "")
-                                   + ": its stimulus row has no image path")
-                paths.append("" if folder is None else str(folder.resolve()))
-            table = StimulusTable(cats, cats, paths, ["train"] * len(cats), root=None)
-            signals = np.concatenate(chunks)
-            n = len(signals)
-            prov = [provenance_step("read_csv", root=str(root), files=[fi["file"] for fi in file_info],
-                                    channels=chans_ref, sfreq=opt.sfreq, sfreq_used=sorted(set(sfreq_used.values())),
-                                    time_column=opt.time_column, marker_column=opt.marker_column,
-                                    event_map={str(k): v for k, v in code_names.items()} or "marker values",
-                                    unit=opt.unit, duplicates_dropped=dups),
-                    provenance_step("mne_epochs", l_freq=opt.l_freq, h_freq=opt.h_freq, tmin=opt.tmin, tmax=opt.tmax,
-                                    baseline=None if opt.baseline is None else list(opt.baseline),
-                                    reject_peak_to_peak=opt.reject, reject_unit=opt.unit, montage=opt.montage)]
-            with StoreWriter(store_path(out, subject), n, signals.shape[1:], modality="eeg", stimuli=table,
-                             subject=subject, sfreq=float(info["sfreq"]), tmin=tmin_used, info=info,
-                             provenance=prov) as w:
-                w.write(0, signals)
-                w.finish(stimulus_id=stim, split=["train"] * n, repetition=occurrence_index(stim),
-                         session=np.asarray(sess, np.int32),
-                         extra={"run": np.asarray(runs, np.int32), "onset": np.asarray(onsets, np.float64)})
-            counts = {c: stim.count(c) for c in cats}
-            logger.info(f"sub-{subject}: {n} epochs {counts} from {len(srecs)} file(s), "
-                        f"{sum(fi['n_rejected'] for fi in file_info)} rejected")
-            infos[subject] = {"n_trials": n, "n_chans": int(signals.shape[1]), "n_times": int(signals.shape[2]),
-                              "sfreq": float(info["sfreq"]), "ch_names": list(info["ch_names"]),
-                              "trials_per_category": counts, "files": file_info}
+            table, info = _prepare_subject(root, out, subject, srecs, opt, code_names, images, required, explicit,
+                                           dups, unit_scale, progress, verbose)
             tables.append(table)
-            del signals, chunks
+            infos[subject] = info
         if tables:
             merged = tables[0]
             for t in tables[1:]:
@@ -473,10 +282,17 @@ def prepare_csv(
                 merged = StimulusTable(np.r_[merged.stimulus_id, t.stimulus_id[keep]],
                                        np.r_[merged.concept, t.concept[keep]],
                                        np.r_[merged.image_path, t.image_path[keep]], np.r_[merged.split, t.split[keep]])
+            no_images = not any(merged.image_path)
+            if no_images:
+                logger.warning(f"no images: the stimulus table lists the categories {merged.stimulus_id.tolist()} "
+                               f"without image paths ({'no --images given' if images is None else f'none in {images}'}"
+                               "), so decoding targets must be made from the category names (text embeddings or "
+                               "one-hot vectors) rather than from image embeddings")
             finish_prepared(out, merged, {
                 "source": "csv", "modality": "eeg", "root": str(root), "duplicates_dropped": dups,
                 "stimulus_level": "category: image_path is the category's image folder; its teacher embedding is "
                                   "the mean of the embeddings of the folder's images",
+                "images": "none" if no_images else "one folder per category",
                 "options": {"channels": None if opt.channels is None else list(opt.channels), "sfreq": opt.sfreq,
                             "event_map": {str(k): v for k, v in code_names.items()}, "tmin": opt.tmin, "tmax": opt.tmax,
                             "l_freq": opt.l_freq, "h_freq": opt.h_freq, "reject": opt.reject, "unit": opt.unit}}, infos)
@@ -485,9 +301,111 @@ def prepare_csv(
     return out
 
 
+def _prepare_subject(root: Path, out: Path, subject: str, srecs: list[Recording], opt: CSVOptions,
+                     code_names: dict[int, str], images: Path | None, required: bool, explicit: dict[str, str],
+                     dups: list[dict[str, str]], unit_scale: float, progress: bool,
+                     verbose: bool | str | None) -> tuple[StimulusTable, dict[str, Any]]:
+    """Read, epoch and write one subject's recordings; returns its stimulus table and summary."""
+    chunks, stim, sess, runs, onsets, file_info = [], [], [], [], [], []
+    info = None
+    chans_ref: list[str] | None = None
+    sfreq_used: set[float] = set()
+    for rec in progress_bar(srecs, enabled=progress, desc=f"sub-{subject}", unit="file"):
+        header, data = read_csv_recording(rec.path)
+        tcol, mcol, chans, skipped = pick_columns(rec.path, header, time_column=opt.time_column,
+                                                  marker_column=opt.marker_column, channels=opt.channels)
+        if chans_ref is None:
+            chans_ref = chans
+            if skipped:
+                logger.info(f"{rec.path}: auxiliary column(s) {skipped} are not used (list them in "
+                            "channels= to keep them)")
+        elif chans != chans_ref:
+            raise CSVFormatError(f"{rec.path}: channels {chans} differ from {chans_ref} in the subject's "
+                                 "other files. Pass channels= explicitly.")
+        fs = opt.sfreq
+        if fs is None:
+            if tcol is None:
+                raise CSVFormatError(f"{rec.path}: no time column {opt.time_column!r} to estimate the sampling "
+                                     "rate from. Pass --sfreq.")
+            fs = estimate_sfreq(data[:, header.index(tcol)])
+        sfreq_used.add(fs)
+        cn = code_names or {int(c): _num(c) for c in np.unique(data[:, header.index(mcol)]) if c != 0}
+        epochs, stats = _epoch_file(rec, data, header, tcol=tcol, mcol=mcol, chans=chans, sfreq=fs,
+                                    unit_scale=unit_scale, code_names=cn, l_freq=opt.l_freq, h_freq=opt.h_freq,
+                                    tmin=opt.tmin, tmax=opt.tmax, baseline=opt.baseline, reject=opt.reject,
+                                    montage=opt.montage, verbose=verbose)
+        del data
+        fi = {"file": str(rec.path.relative_to(root)), "session": rec.session, "run": rec.run, "sfreq": fs, **stats}
+        file_info.append(fi)
+        _file_report(fi, cn, opt.reject, opt.unit)
+        if epochs is None or len(epochs) == 0:
+            continue
+        if info is None:
+            info = epochs.info
+        elif abs(epochs.info["sfreq"] - info["sfreq"]) > 1e-9:
+            raise CSVFormatError(f"{rec.path}: sampling rate {epochs.info['sfreq']} Hz differs from "
+                                 f"{info['sfreq']} Hz in the subject's other files. Pass --sfreq.")
+        names = {c: n for n, c in epochs.event_id.items()}
+        chunks.append(epochs.get_data(copy=False).astype(np.float32))
+        stim += [names[c] for c in epochs.events[:, 2]]
+        sess += [rec.session] * len(epochs)
+        runs += [rec.run] * len(epochs)
+        onsets += (epochs.events[:, 0] / epochs.info["sfreq"]).tolist()
+        tmin_used = float(epochs.times[0])
+    codes_found: dict[int, int] = {}
+    for fi in file_info:
+        for c, n in fi["marker_codes"].items():
+            codes_found[c] = codes_found.get(c, 0) + n
+    n_events = sum(fi["n_events"] for fi in file_info)
+    n_lost = sum(fi["n_rejected"] for fi in file_info)
+    if info is None:
+        if n_events == 0:
+            raise UserError(f"Subject {subject}: no epoch in {len(srecs)} file(s): the event map "
+                            f"{_map_text(code_names) or '(none)'} matches none of the marker codes found, "
+                            f"{format_codes(codes_found)} (code (xcount)). Fix --event-map, e.g. --event-map "
+                            + ",".join(f"{c}=NAME{i + 1}" for i, c in enumerate(sorted(codes_found)[:4])) + ".")
+        raise UserError(f"Subject {subject}: all {n_events} epochs of {len(srecs)} file(s) were rejected (peak-to-peak "
+                        f"over {opt.reject:g} {opt.unit}, or too close to a recording's ends). Raise --reject (0 keeps "
+                        "every epoch) or check --unit.")
+    unused = sorted(set(code_names) - set(codes_found))
+    if unused:
+        logger.warning(f"sub-{subject}: event map code(s) {unused} never occur; marker codes found: "
+                       f"{format_codes(codes_found)} (code (xcount))")
+    if n_lost / max(n_events, 1) > LOSS_WARNING:
+        logger.warning(f"sub-{subject}: {n_lost} of {n_events} epochs rejected, {n_events - n_lost} kept")
+    order = list(dict.fromkeys(code_names[c] for c in sorted(code_names))) if code_names else sorted(set(stim))
+    shown = set(stim)
+    cats = [c for c in order if c in shown]
+    paths = category_images(cats, images, out=out, explicit=explicit, required=required)
+    table = StimulusTable(cats, cats, paths, ["train"] * len(cats), root=None)
+    signals = np.concatenate(chunks)
+    n = len(signals)
+    prov = [provenance_step("read_csv", root=str(root), files=[fi["file"] for fi in file_info],
+                            channels=chans_ref, sfreq=opt.sfreq, sfreq_used=sorted(sfreq_used),
+                            time_column=opt.time_column, marker_column=opt.marker_column,
+                            event_map={str(k): v for k, v in code_names.items()} or "marker values",
+                            unit=opt.unit, duplicates_dropped=dups),
+            provenance_step("mne_epochs", l_freq=opt.l_freq, h_freq=opt.h_freq, tmin=opt.tmin, tmax=opt.tmax,
+                            baseline=None if opt.baseline is None else list(opt.baseline),
+                            reject_peak_to_peak=opt.reject, reject_unit=opt.unit, montage=opt.montage)]
+    with StoreWriter(store_path(out, subject), n, signals.shape[1:], modality="eeg", stimuli=table,
+                     subject=subject, sfreq=float(info["sfreq"]), tmin=tmin_used, info=info,
+                     provenance=prov) as w:
+        w.write(0, signals)
+        w.finish(stimulus_id=stim, split=["train"] * n, repetition=occurrence_index(stim),
+                 session=np.asarray(sess, np.int32),
+                 extra={"run": np.asarray(runs, np.int32), "onset": np.asarray(onsets, np.float64)})
+    counts = {c: stim.count(c) for c in cats}
+    logger.info(f"sub-{subject}: {n} epochs {counts} from {len(srecs)} file(s), {n_lost} rejected")
+    return table, {"n_trials": n, "n_chans": int(signals.shape[1]), "n_times": int(signals.shape[2]),
+                   "sfreq": float(info["sfreq"]), "ch_names": list(info["ch_names"]),
+                   "trials_per_category": counts, "n_events": n_events, "n_rejected": n_lost,
+                   "marker_codes": {str(c): k for c, k in sorted(codes_found.items())}, "files": file_info}
+
+
 def _num(c: float) -> str:
     return str(int(c)) if float(c).is_integer() else str(c)
 
 
 __all__ = ["CSVOptions", "prepare_csv", "find_recordings", "read_csv_recording", "estimate_sfreq",
-           "CSVFormatError"]
+           "CSVFormatError", "CSV_EXPECTED", "Recording", "format_codes"]

@@ -29,10 +29,18 @@ from neurodecode.readers.common import (
     num_key,
     provenance_step,
     read_stimulus_table,
+    reading,
+    record_prepare_options,
     resolve_images,
     store_path,
 )
-from neurodecode.readers.epochs_writer import EpochsSpec, default_picks, occurrence_index, write_epochs_store
+from neurodecode.readers.epochs_writer import (
+    EPOCHS_EXPECTED,
+    EpochsSpec,
+    default_picks,
+    occurrence_index,
+    write_epochs_store,
+)
 from neurodecode.readers.options import (
     EpochOptions,
     ReaderOptions,
@@ -121,7 +129,8 @@ def _load_epochs(epochs: _mne.BaseEpochs | PathLike, verbose: bool | str | None)
     path = Path(epochs)
     if not path.is_file():
         raise FileNotFoundError(f"Epochs file {path} not found.")
-    return mne.read_epochs(path, preload=False, verbose=mne_verbose(verbose)), str(path)
+    with reading(path, EPOCHS_EXPECTED):
+        return mne.read_epochs(path, preload=False, verbose=mne_verbose(verbose)), str(path)
 
 
 def _trial_stimuli(epochs: _mne.BaseEpochs, stimulus: str | None, source: str) -> list[str]:
@@ -198,6 +207,7 @@ def prepare_epochs(
     modality = opt.modality
     out = Path(out)
     with use_log_level(verbose):
+        record_prepare_options(out, "epochs", opt.as_dict(), overwrite=overwrite)
         if is_done(out, subject, overwrite=overwrite):
             return out
         ep, source = _load_epochs(epochs, verbose)

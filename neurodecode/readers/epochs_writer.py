@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from neurodecode.io.store import StimulusTable, StoreWriter
-from neurodecode.readers.common import mne_verbose, provenance_step
+from neurodecode.readers.common import mne_verbose, provenance_step, reading
 from neurodecode.readers.options import SCALINGS, EpochOptions
 from neurodecode.utils import check_option
 from neurodecode.utils import progress as progress_bar
@@ -136,13 +136,17 @@ def default_picks(epochs: _mne.BaseEpochs, modality: str | None) -> tuple[list[s
     return [epochs.ch_names[i] for i in idx], modality
 
 
+EPOCHS_EXPECTED = "an MNE epochs file (-epo.fif, written by mne.Epochs.save)"
+
+
 def process_chunk(epochs: _mne.BaseEpochs, idx: np.ndarray, spec: EpochsSpec, *,
                   verbose: bool | str | None = None) -> tuple[np.ndarray, _mne.Info, float]:
     """Load epochs ``idx`` and apply ``spec`` with MNE; returns ``(data float32, info, tmin)``."""
     v = mne_verbose(verbose)
     ep = epochs[np.asarray(idx, dtype=np.int64)]
     if not ep.preload:
-        ep.load_data()
+        with reading(epochs.filename or "the epochs file", EPOCHS_EXPECTED):
+            ep.load_data()
     ep.pick(spec.picks, verbose=v)
     if spec.l_freq is not None or spec.h_freq is not None:
         ep.filter(spec.l_freq, spec.h_freq, method=spec.filter_method, verbose=v)

@@ -13,20 +13,26 @@ Main entry points:
 * :func:`find_image_folders` -- locate folders such as ``training_images`` and ``test_images``
   under a root (directly or one level down) or under an explicit ``--images`` folder;
 * :func:`image_stimulus_table` -- a :class:`~neurodecode.io.store.StimulusTable` from lists of
-  images per split, with the image file stem as stimulus id.
+  images per split, with the image file stem as stimulus id;
+* :func:`category_images` -- the image folder of each category of a category-level data set
+  (CSV recordings, block-design fMRI), from a folder per category or a flat folder of files
+  named after their category.
 """
 
 from __future__ import annotations
 
+import re
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from neurodecode.io.store import StimulusTable
-from neurodecode.utils import PathLike
+from neurodecode.utils import PathLike, UserError, logger
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageFolderError",
+    "category_images",
     "concept_from_folder",
     "find_image_folders",
     "image_stimulus_table",
@@ -165,3 +171,117 @@ def image_stimulus_table(splits: Mapping[str, Sequence[tuple[str, Path]]], *,
             paths.append(str(Path(path).resolve()))
             split_col.append(split)
     return StimulusTable(ids, concepts, paths, split_col, root=root)
+
+
+# --------------------------------------------------------------------------------------------------
+# category-level stimuli: one image folder per category
+# --------------------------------------------------------------------------------------------------
+CATEGORY_LAYOUTS = ("a folder per category (DIR/face/, DIR/faces/ or DIR/facees/), or image files in DIR named after "
+                    "their category: the file name starts with the category (or its plural) followed by '-', '_', a "
+                    "space or a digit (DIR/face-001.jpg, DIR/faces_2.png, DIR/face 3.jpg)")
+
+
+def _category_forms(name: str) -> list[str]:
+    return [name, name + "s", name + "es"]
+
+
+def _flat_matches(folder: Path, names: Sequence[str]) -> dict[str, list[Path]]:
+    """Image files directly in ``folder`` by category, matched on the file-name prefix (the longest
+    category name that matches wins, so ``nontarget-1.jpg`` is not a ``target``)."""
+    forms = sorted(((f.lower(), n) for n in names for f in _category_forms(n)), key=lambda x: -len(x[0]))
+    out: dict[str, list[Path]] = {}
+    for p in sorted(folder.iterdir()):
+        if not _is_image(p, IMAGE_EXTENSIONS):
+            continue
+        stem = p.stem.lower()
+        for form, name in forms:
+            if stem.startswith(form) and re.match(r"[-_ 0-9]", stem[len(form):]):
+                out.setdefault(name, []).append(p)
+                break
+    return out
+
+
+def _describe(folder: Path) -> str:
+    if not folder.is_dir():
+        return f"{folder} does not exist"
+    items = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir() if not p.name.startswith("."))
+    if not items:
+        return f"the folder {folder} is empty"
+    return f"{folder} holds {len(items)} item(s): {', '.join(items[:8])}{' ...' if len(items) > 8 else ''}"
+
+
+def category_images(categories: Sequence[str], images: PathLike | None, *, out: PathLike,
+                    explicit: Mapping[str, PathLike] | None = None, required: bool = True) -> list[str]:
+    """The image folder of each category (``""`` when the data set has no images).
+
+    Two layouts are accepted in ``images``: a folder per category (``faces/``), or a flat folder
+    of files whose names start with their category (``target-001.jpg``, ``nontarget_2.png``; see
+    ``CATEGORY_LAYOUTS``). Flat files are copied into ``out/images/<category>/`` so that each
+    category has a folder (whose teacher embedding is the mean of its images).
+
+    Parameters
+    ----------
+    categories : sequence of str
+        The category names.
+    images : path-like | None
+        The image folder; ``None``: no images (every path is ``""``).
+    out : path-like
+        The prepared folder (flat files are copied under ``out/images``).
+    explicit : mapping | None
+        ``category -> folder`` given by the user (``--image-folders``), relative to ``images``
+        when not found as given.
+    required : bool
+        ``True`` (``--images`` given): every category must have images, else a
+        :class:`~neurodecode.utils.UserError` says what was found. ``False`` (a default folder
+        such as ``ROOT/stimuli``): no images at all is accepted (``""`` for every category), but
+        some categories with images and others without is still an error.
+
+    Returns
+    -------
+    folders : list of str
+        Absolute folder per category, ``""`` for none.
+    """
+    explicit = dict(explicit or {})
+    if images is None and not explicit:
+        return [""] * len(categories)
+    base = Path(images) if images is not None else None
+    if base is not None and base.exists() and not base.is_dir():
+        raise UserError(f"--images {base} is a file, not a folder: give the folder holding {CATEGORY_LAYOUTS}.")
+    found: dict[str, Path] = {}
+    for c in categories:
+        if c in explicit:
+            p = Path(explicit[c])
+            if not p.is_absolute() and not p.exists() and base is not None:
+                p = base / p
+            if not p.is_dir():
+                raise UserError(f"--image-folders: the folder {p} given for category {c!r} does not exist.")
+            found[c] = p
+        elif base is not None and base.is_dir():
+            hit = next((base / f for f in _category_forms(c) if (base / f).is_dir()), None)
+            if hit is not None:
+                found[c] = hit
+    flat_src: dict[str, list[Path]] = {}
+    if base is not None and base.is_dir():
+        flat_src = _flat_matches(base, [c for c in categories if c not in found])
+        for c, files in flat_src.items():
+            dest = Path(out) / "images" / c
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in files:
+                target = dest / f.name
+                if not (target.is_file() and target.stat().st_size == f.stat().st_size):
+                    shutil.copy2(f, target)
+            found[c] = dest
+            logger.info(f"category {c!r}: {len(files)} image(s) matched by file name in {base}, copied to {dest}")
+    missing = [c for c in categories if c not in found]
+    if missing and (required or len(missing) < len(categories)):
+        have = [c for c in categories if c in found]
+        raise UserError(
+            f"--images {base}: no images for categor{'y' if len(missing) == 1 else 'ies'} {missing}"
+            + (f" (found for {have})" if have else "") + f"; {_describe(base) if base is not None else ''}. "
+            f"Expected {CATEGORY_LAYOUTS}. Rename the files or folders, map a category to a folder with "
+            f"--image-folders NAME=DIR, or leave out --images to prepare without images (decoding targets are then "
+            f"made from the category names).")
+    for c, p in found.items():
+        if c not in flat_src and not any(_is_image(q, IMAGE_EXTENSIONS) for q in p.rglob("*")):
+            logger.warning(f"the image folder {p} of category {c!r} holds no image file")
+    return ["" if c not in found else str(found[c].resolve()) for c in categories]

@@ -32,19 +32,26 @@ import numpy as np
 from neurodecode._docs import fill_doc
 from neurodecode.io.store import StimulusTable, StoreWriter
 from neurodecode.readers.common import (
-    category_folder,
+    BadFileError,
+    check_root_folder,
     finish_prepared,
     is_done,
     number_in,
     parse_mapping,
     provenance_step,
+    reading,
+    record_prepare_options,
+    select_subjects,
     store_path,
     subject_label,
 )
 from neurodecode.readers.epochs_writer import occurrence_index
+from neurodecode.readers.images import category_images
 from neurodecode.readers.options import ReaderOptions, comma_list, option, resolve_options
 from neurodecode.utils import PathLike, logger, use_log_level
 from neurodecode.utils import progress as progress_bar
+
+NIFTI_EXPECTED = "a 4-D NIfTI run (.nii or .nii.gz)"
 
 
 def require_nibabel():
@@ -121,9 +128,7 @@ def _events_for(bold: Path, events: str | None) -> Path:
 def find_runs(root: PathLike, *, bold: str = "*bold.nii*", events: str | None = None) -> list[Run]:
     """The runs under ``root``: NIfTI files matching ``bold`` (a name pattern searched recursively,
     or a path pattern relative to ``root`` when it holds a ``/``) and their events files."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"NIfTI root folder {root} does not exist.")
+    root = check_root_folder(root, "the NIfTI runs and their events.tsv files")
     files = sorted(root.glob(bold) if "/" in bold else root.rglob(bold))
     files = [f for f in files if f.is_file() and f.name.endswith((".nii", ".nii.gz"))]
     if not files:
@@ -150,27 +155,35 @@ def find_runs(root: PathLike, *, bold: str = "*bold.nii*", events: str | None = 
 def read_events(path: PathLike) -> list[dict[str, Any]]:
     """Read a BIDS-style events table: tab-separated, columns onset, duration, trial_type."""
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f, delimiter="\t")
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in ("onset", "duration", "trial_type") if c not in header]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; found {header}. An events table is "
-                             "tab-separated with the columns onset, duration, trial_type.")
-        rows = []
-        for i, r in enumerate(reader):
-            r = {(k or "").strip(): (v or "").strip() for k, v in r.items()}
-            try:
-                onset, duration = float(r["onset"]), float(r["duration"])
-            except ValueError:
-                raise ValueError(f"{path}: line {i + 2}: onset {r['onset']!r} / duration {r['duration']!r} must be "
-                                 "numbers in seconds.") from None
-            if not (math.isfinite(onset) and math.isfinite(duration)) or duration <= 0:
-                raise ValueError(f"{path}: line {i + 2}: onset {onset} and duration {duration} must be finite with "
-                                 "a positive duration (block design).")
-            if not r["trial_type"] or r["trial_type"].lower() == "n/a":
-                raise ValueError(f"{path}: line {i + 2}: trial_type is empty.")
-            rows.append({"onset": onset, "duration": duration, "trial_type": r["trial_type"]})
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return _read_event_rows(path, csv.DictReader(f, delimiter="\t"))
+    except UnicodeDecodeError as err:
+        raise BadFileError(path, "a tab-separated events table (onset, duration, trial_type)",
+                           f"not UTF-8 text: {err}") from None
+
+
+def _read_event_rows(path: Path, reader: csv.DictReader) -> list[dict[str, Any]]:
+    """The rows of an events table being read by ``reader`` (checked, one message per problem)."""
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in ("onset", "duration", "trial_type") if c not in header]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; found {header}. An events table is "
+                         "tab-separated with the columns onset, duration, trial_type.")
+    rows = []
+    for i, r in enumerate(reader):
+        r = {(k or "").strip(): (v or "").strip() for k, v in r.items()}
+        try:
+            onset, duration = float(r["onset"]), float(r["duration"])
+        except ValueError:
+            raise ValueError(f"{path}: line {i + 2}: onset {r['onset']!r} / duration {r['duration']!r} must be "
+                             "numbers in seconds.") from None
+        if not (math.isfinite(onset) and math.isfinite(duration)) or duration <= 0:
+            raise ValueError(f"{path}: line {i + 2}: onset {onset} and duration {duration} must be finite with "
+                             "a positive duration (block design).")
+        if not r["trial_type"] or r["trial_type"].lower() == "n/a":
+            raise ValueError(f"{path}: line {i + 2}: trial_type is empty.")
+        rows.append({"onset": onset, "duration": duration, "trial_type": r["trial_type"]})
     return rows
 
 
@@ -251,12 +264,10 @@ def prepare_nifti(
     root, out = Path(root), Path(out)
     with use_log_level(verbose):
         runs = find_runs(root, bold=opt.bold, events=opt.events)
-        if opt.subjects is not None:
-            want = {str(s) for s in opt.subjects}
-            runs = [r for r in runs if r.subject in want]
-            if not runs:
-                raise ValueError(f"No run of subject(s) {sorted(want)} under {root}.")
+        want = select_subjects([r.subject for r in runs], opt.subjects, root=root)
+        runs = [r for r in runs if r.subject in want]
         explicit = parse_mapping(opt.image_folders, what="image_folders") if opt.image_folders is not None else {}
+        record_prepare_options(out, "nifti", opt.as_dict(), overwrite=overwrite)
         keep_types = None if opt.trial_types is None else set(opt.trial_types)
         by_subject: dict[str, list[Run]] = {}
         for r in runs:
@@ -269,7 +280,8 @@ def prepare_nifti(
             # header pass: shapes, TR, blocks (no voxel data read yet)
             shape3, affine, trs, skipped = None, None, {}, []
             for r in sruns:
-                img = nib.load(str(r.bold))
+                with reading(r.bold, NIFTI_EXPECTED):
+                    img = nib.load(str(r.bold))
                 if len(img.shape) != 4:
                     raise ValueError(f"{r.bold}: a run must be a 4-D NIfTI (X, Y, Z, volumes), got shape {img.shape}.")
                 if shape3 is None:
@@ -301,7 +313,8 @@ def prepare_nifti(
                 if not mask_file.is_file():
                     raise FileNotFoundError(f"Mask {mask_file} not found (--mask; '{{subject}}' is replaced by the "
                                             "subject label, relative paths are relative to --root).")
-                m = np.asarray(nib.load(str(mask_file)).dataobj)
+                with reading(mask_file, "a NIfTI mask (.nii or .nii.gz)"):
+                    m = np.asarray(nib.load(str(mask_file)).dataobj)
                 m = m.reshape(m.shape[:3]) if m.ndim == 4 and m.shape[3] == 1 else m
                 if m.shape != shape3:
                     raise ValueError(f"{mask_file}: mask shape {m.shape} differs from the runs' volume shape {shape3}.")
@@ -312,7 +325,8 @@ def prepare_nifti(
             samples, varying = [], None
             labels, run_ids, sessions, onsets, nvols = [], [], [], [], []
             for r in progress_bar(sruns, enabled=progress, desc=f"sub-{subject}", unit="run"):
-                data = np.asarray(nib.load(str(r.bold)).dataobj, dtype=np.float32)
+                with reading(r.bold, NIFTI_EXPECTED):
+                    data = np.asarray(nib.load(str(r.bold)).dataobj, dtype=np.float32)
                 ts = data.reshape(-1, data.shape[3])  # (voxels in C order over X, Y, Z, volumes)
                 del data
                 if flat_idx is not None:
@@ -337,12 +351,7 @@ def prepare_nifti(
                 signals, flat_idx = signals[:, keep], keep
             ijk = np.column_stack(np.unravel_index(flat_idx, shape3))
             cats = list(dict.fromkeys(labels))
-            paths = []
-            for c in cats:
-                folder = category_folder(Path(opt.images), c, explicit) if opt.images is not None or explicit else None
-                if opt.images is not None and folder is None:
-                    logger.warning(f"no image folder for category {c!r} under {opt.images}")
-                paths.append("" if folder is None else str(folder.resolve()))
+            paths = category_images(cats, opt.images, out=out, explicit=explicit)
             table = StimulusTable(cats, cats, paths, ["train"] * len(cats), root=None)
             prov = [provenance_step("nifti_blocks", root=str(root), bold=opt.bold, events=opt.events,
                                     runs=[str(r.bold.relative_to(root)) for r in sruns],

@@ -1,6 +1,6 @@
 """Natural Scenes Dataset reader (Allen et al. 2022): ``neurodecode prepare nsd``.
 
-Layout read (the NSD data manual's, ``data_manifests/nsd.yaml``)::
+Layout read (the NSD data manual's, ``neurodecode/io/data_manifests/nsd.yaml``)::
 
     ROOT/nsddata/experiments/nsd/nsd_expdesign.mat
     ROOT/nsddata/ppdata/subjXX/func1pt8mm/roi/nsdgeneral.nii.gz
@@ -53,9 +53,16 @@ import numpy as np
 from neurodecode._docs import fill_doc
 from neurodecode.io.manifests import check_root, load_manifest
 from neurodecode.io.store import StimulusTable, StoreWriter
-from neurodecode.readers.common import finish_prepared, is_done, provenance_step, store_path
+from neurodecode.readers.common import (
+    finish_prepared,
+    is_done,
+    provenance_step,
+    reading,
+    record_prepare_options,
+    store_path,
+)
 from neurodecode.readers.options import ReaderOptions, comma_list, option, resolve_options
-from neurodecode.utils import PathLike, atomic_path, logger, use_log_level
+from neurodecode.utils import PathLike, UserError, atomic_path, logger, use_log_level
 from neurodecode.utils import progress as progress_bar
 
 EXPDESIGN = "nsddata/experiments/nsd/nsd_expdesign.mat"
@@ -120,13 +127,11 @@ def read_expdesign(path: PathLike) -> dict[str, np.ndarray]:
     import scipy.io
 
     path = Path(path)
-    try:
+    with reading(path, "a MATLAB v5 .mat file (NSD's nsd_expdesign.mat)"):
         mat = scipy.io.loadmat(path)
-    except (ValueError, NotImplementedError, OSError) as err:
-        raise ValueError(f"{path}: cannot be read as a MATLAB v5 .mat file ({err}).") from None
     missing = [k for k in ("masterordering", "subjectim", "sharedix") if k not in mat]
     if missing:
-        raise KeyError(f"{path}: variable(s) {missing} missing; NSD's nsd_expdesign.mat holds masterordering, "
+        raise UserError(f"{path}: variable(s) {missing} missing; NSD's nsd_expdesign.mat holds masterordering, "
                        "subjectim and sharedix.")
     out = {"masterordering": np.asarray(mat["masterordering"]).ravel().astype(np.int64),
            "subjectim": np.atleast_2d(np.asarray(mat["subjectim"])).astype(np.int64),
@@ -249,6 +254,7 @@ def prepare_nsd(
             subjects = subjects or ["01"]
         subjects = [f"{int(str(s).removeprefix('subj').removeprefix('sub-')):02d}" for s in subjects]
         _check_layout(root, subjects, sessions, space=opt.space, betas=opt.betas, roi=opt.roi, need_stimuli=opt.extract_images)
+        record_prepare_options(out, "nsd", opt.as_dict(), overwrite=overwrite)
         design = read_expdesign(root / EXPDESIGN)
         shared = set((design["sharedix"] - 1).tolist())
         reps_all = None
@@ -300,8 +306,9 @@ def _write_subject(root: Path, out: Path, subject: str, sessions: list[int], tri
 
     nib = require_nibabel()
     roi_path = root / ROI.format(subject=subject, space=space, roi=roi)
-    mask_img = nib.load(str(roi_path))
-    mask = np.asarray(mask_img.dataobj)
+    with reading(roi_path, "a NIfTI ROI mask (.nii.gz)"):
+        mask_img = nib.load(str(roi_path))
+        mask = np.asarray(mask_img.dataobj)
     if mask.ndim != 3:
         raise ValueError(f"{roi_path}: an ROI mask must be a 3-D volume, got shape {mask.shape}.")
     ijk = np.argwhere(mask > 0)  # (i, j, k) = nibabel (X, Y, Z) order, C order over the volume
@@ -353,9 +360,12 @@ def _read_session(f: Path, ijk: tuple[np.ndarray, np.ndarray, np.ndarray], mask_
                   n_trials: int, chunk: int, h5py: Any) -> np.ndarray:
     """ROI betas of one session, ``(n_trials, n_voxels)`` float32 in percent signal change."""
     i, j, k = ijk
-    with h5py.File(f, "r") as h5:
+    expected = "an HDF5 file of NSD betas (betas_sessionNN.hdf5)"
+    with reading(f, expected):
+        h5 = h5py.File(f, "r")
+    with h5:
         if "betas" not in h5:
-            raise KeyError(f"{f}: no dataset 'betas' (found {list(h5.keys())}).")
+            raise UserError(f"{f}: no dataset 'betas' (found {list(h5.keys())}); expected {expected}.")
         ds = h5["betas"]
         want = (n_trials, *mask_shape[::-1])
         if ds.shape != want:
@@ -367,7 +377,8 @@ def _read_session(f: Path, ijk: tuple[np.ndarray, np.ndarray, np.ndarray], mask_
         out = np.empty((n_trials, len(i)), dtype=np.float32)
         for a in range(0, n_trials, chunk):
             b = min(n_trials, a + chunk)
-            vol = ds[a:b]  # (n, Z, Y, X)
+            with reading(f, expected):
+                vol = ds[a:b]  # (n, Z, Y, X)
             out[a:b] = vol[:, k, j, i] / scale
     return out
 
@@ -382,9 +393,12 @@ def _extract_images(stim_file: Path, out: Path, ids: np.ndarray, show_progress: 
     paths = [folder / f"{stimulus_name(u)}.png" for u in ids]
     todo = [(int(u), p) for u, p in zip(ids, paths, strict=True) if not p.is_file()]
     if todo:
-        with h5py.File(stim_file, "r") as h5:
+        expected = "an HDF5 file of NSD images (nsd_stimuli.hdf5)"
+        with reading(stim_file, expected):
+            h5 = h5py.File(stim_file, "r")
+        with h5:
             if "imgBrick" not in h5:
-                raise KeyError(f"{stim_file}: no dataset 'imgBrick' (found {list(h5.keys())}).")
+                raise UserError(f"{stim_file}: no dataset 'imgBrick' (found {list(h5.keys())}); expected {expected}.")
             brick = h5["imgBrick"]
             if brick.ndim != 4 or brick.shape[-1] != 3:
                 raise ValueError(f"{stim_file}: imgBrick has shape {brick.shape}; expected (73000, 425, 425, 3).")
@@ -392,8 +406,10 @@ def _extract_images(stim_file: Path, out: Path, ids: np.ndarray, show_progress: 
             if over:
                 raise ValueError(f"{stim_file}: image index(es) {over[:5]} beyond imgBrick's {brick.shape[0]} images.")
             for u, p in progress_bar(todo, enabled=show_progress, desc="images", unit="img"):
+                with reading(stim_file, expected):
+                    pixels = np.asarray(brick[u], dtype=np.uint8)
                 with atomic_path(p, suffix=".png.tmp") as tmp:
-                    Image.fromarray(np.asarray(brick[u], dtype=np.uint8)).save(tmp, format="PNG")
+                    Image.fromarray(pixels).save(tmp, format="PNG")
     return [str(p.resolve()) for p in paths]
 
 

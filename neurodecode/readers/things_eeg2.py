@@ -1,6 +1,6 @@
 """THINGS-EEG2 (Gifford et al. 2022) in its three public layouts, into trial stores.
 
-Layouts (see ``data_manifests/things_eeg2.yaml`` for every file, key, shape and dtype):
+Layouts (see ``neurodecode/io/data_manifests/things_eeg2.yaml`` for every file, key, shape and dtype):
 
 ``community-250hz``
     ``ROOT/Preprocessed_data_250Hz/sub-XX/preprocessed_eeg_{training,test}.npy``: bare pickles of
@@ -49,7 +49,14 @@ from neurodecode.io.channels import THINGS_EEG2_63
 from neurodecode.io.manifests import ManifestError, check_root, load_manifest
 from neurodecode.io.safeio import load_pickled_dict
 from neurodecode.io.store import StimulusTable, StoreWriter
-from neurodecode.readers.common import is_done, provenance_step, store_path, write_prepared_metadata
+from neurodecode.readers.common import (
+    check_root_folder,
+    is_done,
+    provenance_step,
+    record_prepare_options,
+    store_path,
+    write_prepared_metadata,
+)
 from neurodecode.readers.images import (
     ImageFolderError,
     find_image_folders,
@@ -410,6 +417,9 @@ def prepare_things_eeg2(root: PathLike, out: PathLike, *, layout: str = "auto",
     check_option("layout", layout, LAYOUTS)
     raw_options = raw_options or RawOptions()
     with use_log_level(verbose):
+        if root.exists() and not root.is_dir():
+            check_root_folder(root, "the THINGS-EEG2 data set (see the layouts in 'neurodecode prepare things-eeg2 "
+                                    "--help')")
         if not root.is_dir():
             raise ManifestError(root, MANIFEST, layout, [f"the root folder {root} does not exist"])
         if layout == "auto":
@@ -439,6 +449,9 @@ def prepare_things_eeg2(root: PathLike, out: PathLike, *, layout: str = "auto",
         n_images = {s: len(v) for s, v in found.items()}
         logger.info(f"things-eeg2: layout {layout}, subjects {subjects}, {n_images['train']} training and "
                     f"{n_images['test']} test images")
+        record_prepare_options(out, "things-eeg2", {"layout": layout, "images": None if images is None else str(images),
+                                                    **({"raw": asdict(raw_options)} if layout == "raw" else {})},
+                               overwrite=overwrite)
         mne_verbose = verbose if verbose is not None else False
         summary: dict[str, Any] = {}
         for subject in progress(subjects, enabled=progress_bar, desc="things-eeg2", unit="subject"):

@@ -1,6 +1,6 @@
 """THINGS-MEG reader (Hebart et al. 2023, OpenNeuro ds004212): ``neurodecode prepare things-meg``.
 
-Layout read (``data_manifests/things_meg.yaml``)::
+Layout read (``neurodecode/io/data_manifests/things_meg.yaml``)::
 
     ROOT/derivatives/preprocessed/preprocessed_P{1..4}-epo.fif   (+ the split parts -epo-1/2/3.fif)
 
@@ -37,8 +37,22 @@ import numpy as np
 from neurodecode._docs import fill_doc
 from neurodecode.io.manifests import check_root
 from neurodecode.io.store import StimulusTable
-from neurodecode.readers.common import finish_prepared, is_done, mne_verbose, provenance_step, store_path
-from neurodecode.readers.epochs_writer import EpochsSpec, default_picks, occurrence_index, write_epochs_store
+from neurodecode.readers.common import (
+    finish_prepared,
+    is_done,
+    mne_verbose,
+    provenance_step,
+    reading,
+    record_prepare_options,
+    store_path,
+)
+from neurodecode.readers.epochs_writer import (
+    EPOCHS_EXPECTED,
+    EpochsSpec,
+    default_picks,
+    occurrence_index,
+    write_epochs_store,
+)
 from neurodecode.readers.options import EpochOptions, ReaderOptions, comma_list, option, resolve_options
 from neurodecode.utils import PathLike, logger, use_log_level
 
@@ -283,14 +297,15 @@ def prepare_things_meg(
         if images is None:
             logger.warning("things-meg: no --images folder: the stimulus table will have no image paths, so "
                            "teacher embeddings cannot be computed from it")
-        out.mkdir(parents=True, exist_ok=True)
+        record_prepare_options(out, "things-meg", opt.as_dict(), overwrite=overwrite)
         tables, infos = [], {}
         for s in subjects:
             label = f"{int(s):02d}"
             if is_done(out, label, overwrite=overwrite):
                 continue
             fif = root / EPOCHS_PATTERN.format(subject=s)
-            epochs = mne.read_epochs(fif, preload=False, verbose=mne_verbose(verbose))
+            with reading(fif, EPOCHS_EXPECTED):
+                epochs = mne.read_epochs(fif, preload=False, verbose=mne_verbose(verbose))
             sel = select_trials(epochs.events[:, 2], concept_index, test_repetitions=opt.test_repetitions,
                                 catch_event=opt.catch_event, source=str(fif))
             keep = sel["keep"]

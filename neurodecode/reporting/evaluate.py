@@ -26,6 +26,7 @@ paired comparisons where they share a test set, by :func:`neurodecode.reporting.
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,10 +40,16 @@ from neurodecode.reporting.report import render_report
 from neurodecode.reporting.report_figures import write_figures
 from neurodecode.utils import atomic_write_json, atomic_write_text, logger, to_jsonable
 
-__all__ = ["HEADLINE_KS", "embed_set", "evaluate", "load_for_evaluation"]
+__all__ = ["HEADLINE_KS", "NOISE_CEILING_NOTE", "data_sizes", "embed_set", "evaluate", "load_for_evaluation"]
 
 #: The k of the k-way retrieval numbers reported by default (the full test set is always added).
 HEADLINE_KS = (2, 4, 10, 50, 100, 200)
+
+#: What the split-half noise ceiling is (and is not), written next to it in metrics.json and report.md.
+NOISE_CEILING_NOTE = ("a ceiling of a different quantity: identification of the test responses from one half of "
+                      "their repetitions by the other half (single split-halves, pattern correlation, no model), not "
+                      "the model's retrieval from responses averaged over all repetitions; a decoder averaging all "
+                      "repetitions and using the teacher's embedding space can exceed it")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -83,9 +90,8 @@ def load_for_evaluation(ckpt: str | Path, *, root: str | None = None, teacher: s
 
         model, raw = load_alignment_checkpoint(path)
         dm_args = dict(raw.get("datamodule_hyper_parameters", {}))
-        info = {"checkpoint": str(path), "kind": "lightning", "epoch": raw.get("epoch")}
-    import inspect
-
+        info = {"checkpoint": str(path), "kind": "lightning", "epoch": raw.get("epoch"),
+                "training": _training_summary(path, raw)}
     allowed = set(inspect.signature(BrainImageDataModule.__init__).parameters) - {"self"}
     dm_args = {k: v for k, v in dm_args.items() if k in allowed}  # drop Lightning's bookkeeping keys
     if not dm_args:
@@ -98,6 +104,54 @@ def load_for_evaluation(ckpt: str | Path, *, root: str | None = None, teacher: s
     dm_args.update(extra_data or {})
     dm = BrainImageDataModule(**dm_args)
     return model.eval(), dm, info
+
+
+def _epochs_done(raw: dict[str, Any]) -> int | None:
+    """Epochs a checkpoint had trained when it was written (from Lightning's loop state)."""
+    prog = raw.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("total", {})
+    if "processed" in prog:
+        return int(prog["processed"])
+    return None if raw.get("epoch") is None else int(raw["epoch"]) + 1
+
+
+def _training_summary(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
+    """How long the run trained and how the evaluated epoch was chosen, from the checkpoint (and the
+    run's ``last.ckpt`` beside it)."""
+    out: dict[str, Any] = {"selected_epoch": raw.get("epoch"), "seed": raw.get("hyper_parameters", {}).get("seed"),
+                           "epochs_run": _epochs_done(raw), "n_seeds": 1}
+    state = next((v for k, v in raw.get("callbacks", {}).items() if k.startswith("ModelCheckpoint")), None)
+    last = path.with_name("last.ckpt")
+    if last.is_file() and last.resolve() != path.resolve():
+        try:
+            out["epochs_run"] = _epochs_done(torch.load(last, map_location="cpu", weights_only=False, mmap=True))
+        except Exception:  # noqa: BLE001 - a damaged last.ckpt only costs the count
+            pass
+    if state and state.get("monitor"):
+        best, score = str(state.get("best_model_path") or ""), state.get("best_model_score")
+        score = None if score is None else float(score)
+        if best and Path(best).name == path.name:
+            out["selection"] = (f"the epoch with the best {state['monitor']} ({score:.4g}) on the validation set "
+                                "(concepts held out of training, not the test set)")
+        else:
+            out["selection"] = f"the checkpoint given ({path.name}; the best {state['monitor']} was {score}"
+            out["selection"] += f" at {Path(best).name})" if best else ")"
+        out["monitor"] = state["monitor"]
+    else:
+        out["selection"] = f"the checkpoint given ({path.name})"
+    return out
+
+
+def data_sizes(dm: Any) -> dict[str, Any]:
+    """Samples, stimuli and subjects of the train, validation and test sets of a set-up data module."""
+    hp = dm.hparams
+    out: dict[str, Any] = {"train_subjects": list(dm.train_subjects), "test_subjects": list(dm.test_subjects)}
+    for which, avg in (("train", hp.average_train_reps), ("val", hp.average_val_reps), ("test", hp.average_test_reps)):
+        if (ts := dm.sets.get(which)) is None:
+            continue
+        out[f"{which}_samples"] = len(ts)
+        out[f"{which}_stimuli"] = int(len(np.unique(ts.stim_rows)))
+        out[f"{which}_averaged"] = bool(avg)
+    return out
 
 
 @torch.no_grad()
@@ -151,6 +205,7 @@ def evaluate(
     time_resolved: bool = True,
     tr_width: float = 0.05,
     tr_step: float = 0.02,
+    tr_correction: str = "cluster",
     ablation: bool = True,
     figures: bool = True,
     device: str = "cpu",
@@ -183,6 +238,10 @@ def evaluate(
         Run time-resolved decoding (EEG/MEG).
     tr_width, tr_step : float
         Its sliding window (s).
+    tr_correction : str
+        How its windows are called significant with the error controlled across windows:
+        ``"cluster"`` (cluster-based permutation test, MNE) or ``"fdr"`` (Benjamini-Hochberg); see
+        :func:`neurodecode.evaluation.time_resolved.window_significance`.
     ablation : bool
         Evaluate with each channel region removed (EEG/MEG with 10-10 names).
     figures : bool
@@ -205,6 +264,7 @@ def evaluate(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model, dm, info = load_for_evaluation(ckpt, root=root, teacher=teacher)
+    dm.setup("fit")
     dm.setup("test")
     test = dm.sets["test"]
     images = np.asarray(dm.image_embeddings)
@@ -218,6 +278,7 @@ def evaluate(
         "label": label,
         "model": {**info, "encoder": getattr(getattr(model, "encoder", None), "encoder_name", None)},
         "data": dm.describe(),
+        "data_sizes": data_sizes(dm),
         "protocol": {
             "retrieval": "zero-shot: test images and concepts never seen in training; candidates are the test "
                          "images of the subject",
@@ -271,16 +332,18 @@ def evaluate(
         figs_data[name] = {"emb": e, "cand": cand, "targets": targets}
     # noise ceiling from the single test trials
     metrics["noise_ceiling"] = _noise_ceiling(dm, ks, tops, seed)
+    metrics["noise_ceiling_note"] = NOISE_CEILING_NOTE
     # per-subject summary and mean +- sd
     metrics["summary"] = _summary(metrics["subjects"])
     if dm.modality != "fmri" and time_resolved and dm.n_times >= 4:
-        metrics["time_resolved"] = _time_resolved(dm, tr_width, tr_step, seed, n_boot, progress_bar)
+        metrics["time_resolved"] = _time_resolved(dm, tr_width, tr_step, seed, n_boot, progress_bar,
+                                                  correction=tr_correction, n_permutations=n_permutations)
     if dm.modality != "fmri" and ablation:
         from neurodecode.io.channels import regions
 
         regs = regions(dm.ch_names)
         if len(regs) >= 2:
-            metrics["ablation"] = _ablation(model, dm, x_test, test, images, regs, device)
+            metrics["ablation"] = _ablation(model, dm, x_test, test, images, regs, device, n_boot, seed)
     ceiling_file = Path(dm.root) / "ceiling.json"
     if ceiling_file.is_file():
         sim = json.loads(ceiling_file.read_text())
@@ -359,52 +422,79 @@ def _summary(subjects: dict[str, Any]) -> dict[str, Any]:
     return {"brain_to_image": rows, "n_subjects": len(subjects)}
 
 
-def _time_resolved(dm, width: float, step: float, seed: int, n_boot: int, progress_bar: bool) -> dict[str, Any]:
-    """Time-resolved retrieval (a ridge per window, trained on the training set) of each test subject."""
-    from neurodecode.evaluation.time_resolved import time_resolved_retrieval
+def _time_resolved(dm, width: float, step: float, seed: int, n_boot: int, progress_bar: bool,
+                   correction: str = "cluster", n_permutations: int = 1000) -> dict[str, Any]:
+    """Time-resolved retrieval of each test subject: a ridge per window, trained once on the training set.
+
+    Training repetitions are averaged per (subject, stimulus) first when the data module does not
+    already average them (the field's protocol); one decoder per window then scores every test subject.
+    """
+    from neurodecode.evaluation.time_resolved import time_resolved_retrieval_sets
 
     dm.setup("fit")
     train, test = dm.sets["train"], dm.sets["test"]
     xs = lambda ts: ts.data if ts.data is not None else np.stack([ts.signals(i) for i in range(len(ts))])  # noqa: E731
-    results = {}
+    images = np.asarray(dm.image_embeddings)
+    x_test = xs(test)
+    names = {i: n for n, i in dm.subject_index.items()}
+    tests = {}
     for s in np.unique(test.subjects):
         mask = test.subjects == s
-        rows = test.stim_rows[mask]
-        cand, targets = np.unique(rows, return_inverse=True)
-        images = np.asarray(dm.image_embeddings)
-        res = time_resolved_retrieval(xs(train), images[train.stim_rows], xs(test)[mask], images[cand], targets,
-                                      dm.times, width=width, step=step, n_boot=n_boot, seed=seed,
-                                      progress_bar=progress_bar)
-        name = {i: n for n, i in dm.subject_index.items()}.get(int(s), dm.subject)
-        results[name] = res
-    return results
+        cand, targets = np.unique(test.stim_rows[mask], return_inverse=True)
+        tests[names.get(int(s), dm.subject)] = (x_test[mask], images[cand], targets)
+    groups = None if dm.hparams.average_train_reps else list(zip(train.subjects.tolist(), train.stim_rows.tolist(),
+                                                                 strict=True))
+    res = time_resolved_retrieval_sets(xs(train), images[train.stim_rows], tests, dm.times, train_groups=groups,
+                                       width=width, step=step, n_boot=n_boot, seed=seed, correction=correction,
+                                       n_permutations=n_permutations, progress_bar=progress_bar)
+    for r in res.values() if groups is None else ():  # the data module averaged them already
+        r["protocol"]["train_averaging"] = "repetitions averaged per (subject, stimulus) by the data module"
+    return res
 
 
-def _ablation(model, dm, x_test, test, images, regs, device):
-    """Retrieval with each region's channels replaced by their training mean (zero after normalisation)."""
+def _ablation(model, dm, x_test, test, images, regs, device, n_boot: int = 2000, seed: int = 0):
+    """Retrieval with each region's channels replaced by their training mean (zero after normalisation).
+
+    Each number comes with a bootstrap interval over test items, and each change from the baseline with
+    a paired bootstrap interval (the same items resampled with and without the region).
+    """
     from neurodecode.evaluation.retrieval import zero_shot_retrieval
+    from neurodecode.evaluation.stats import bootstrap_ci
 
     stats = dm.input_stats()
     mean = stats["mean"][None, :, None]
 
     def score(x):
         e = embed_set(model, x, test.subjects, device=device)
-        res = {}
+        res, items = {}, {"top1_full": [], "top5_full": []}
         for s in np.unique(test.subjects):
             m = test.subjects == s
             cand, targets = np.unique(test.stim_rows[m], return_inverse=True)
             r = zero_shot_retrieval(e[m], images[cand], targets=targets, ks=[], tops=[1, 5], full=True,
-                                    directions=("brain_to_image",))
+                                    directions=("brain_to_image",), per_item=True)
+            per = r.pop("per_item")["inductive"]["brain_to_image"]
             res[s] = r["inductive"]["brain_to_image"]
-        return {k: float(np.mean([v[k] for v in res.values()])) for k in ("top1_full", "top5_full")}
+            for key in items:
+                items[key].append(np.asarray(per[key], float))
+        return ({k: float(np.mean([v[k] for v in res.values()])) for k in ("top1_full", "top5_full")},
+                {k: np.concatenate(v) for k, v in items.items()})
 
+    def ci(v):
+        c = bootstrap_ci(v, n_resamples=n_boot, seed=seed)
+        return {"low": c["low"], "high": c["high"]}
+
+    base, base_items = score(x_test)
     out = {"method": "occlusion: the region's channels set to their training mean at test time (no retraining); "
                      "retrain with --data.channels to measure a model trained without them",
-           "baseline": score(x_test), "regions": {}}
+           "interval": f"95% bootstrap interval over test items ({n_boot} resamples); the change's interval is "
+                       "paired (the same items with and without the region)",
+           "baseline": {**base, "top1_full_ci": ci(base_items["top1_full"])}, "regions": {}}
     names = dm.ch_names
     for reg, chans in regs.items():
         idx = [names.index(c) for c in chans]
         x = x_test.copy()
         x[:, idx, :] = np.broadcast_to(mean[:, idx, :], x[:, idx, :].shape)
-        out["regions"][reg] = {"channels": chans, **score(x)}
+        vals, items = score(x)
+        out["regions"][reg] = {"channels": chans, **vals, "top1_full_ci": ci(items["top1_full"]),
+                               "top1_change_ci": ci(items["top1_full"] - base_items["top1_full"])}
     return out

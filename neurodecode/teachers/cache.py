@@ -26,6 +26,9 @@ batch in flight, and a rerun skips every id already in the cache or in a shard.
 
 :class:`EmbeddingCache` opens the file for each call (never keeps a handle), so it always reads the
 latest complete file.
+
+This module reads better whole: the file layout, the shards, their merge and the removal of a stale
+group are one protocol (who writes what, under which lock, in which order), checked in one place.
 """
 
 from __future__ import annotations
@@ -448,6 +451,33 @@ def merge_shards(cache_path: PathLike, parts: PathLike | None = None) -> dict[st
     return added
 
 
+def drop_group(cache_path: PathLike, spec: str, layer: str) -> bool:
+    """Remove the group of (``spec``, ``layer``) from the cache, atomically (and its unmerged shards).
+
+    Used when a group is stale (built from another source); returns True when there was one.
+    """
+    import h5py
+
+    cache_path = Path(cache_path)
+    name = group_name(spec, layer)
+    with _locked(cache_path):
+        for p in shard_files(parts_dir(cache_path), spec):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        if not cache_path.is_file():
+            return False
+        with h5py.File(cache_path, "r") as src:
+            if name not in src:
+                return False
+            with atomic_path(cache_path, suffix=".h5.tmp") as tmp, h5py.File(tmp, "w") as dst:
+                for k, v in src.attrs.items():
+                    dst.attrs[k] = v
+                for other in src:
+                    if other != name:
+                        src.copy(src[other], dst, name=other)
+    return True
+
+
 def _write_merged(cache_path: Path, new: Mapping[str, Mapping[str, Any]]) -> None:
     import h5py
 
@@ -487,4 +517,4 @@ def _write_merged(cache_path: Path, new: Mapping[str, Mapping[str, Any]]) -> Non
 
 __all__ = ["DEFAULT_CACHE_NAME", "EmbeddingCache", "EmbeddingCacheError", "default_cache_path", "resolve_cache_path",
            "parts_dir", "group_name", "key_name", "write_shard", "shard_files", "shard_keys", "stored_keys",
-           "merge_shards"]
+           "merge_shards", "drop_group"]

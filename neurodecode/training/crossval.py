@@ -47,6 +47,7 @@ from neurodecode.training.folds import (
     make_folds,
     summarise_folds,
 )
+from neurodecode.training.trials import Trials, load_trials
 from neurodecode.utils import check_option, logger, progress, quiet_loggers, use_log_level
 
 __all__ = [
@@ -58,6 +59,8 @@ __all__ = [
     "crossval_alignment",
     "crossval_logistic",
     "DEFAULT_LOSS",
+    "Trials",
+    "load_trials",
 ]
 
 #: The default loss for few-category data (see :func:`crossval_alignment`, Notes).
@@ -154,7 +157,7 @@ def crossval_alignment(
     positive: int = 0,
     n_jobs: int = 1,
     n_threads: int | None = None,
-    progress_bar: bool = False,
+    progress_bar: bool = True,
     verbose: bool | str | int | None = None,
 ) -> CrossvalResult:
     """Cross-validate an alignment model over trials and score it as a category decoder.
@@ -223,7 +226,8 @@ def crossval_alignment(
         ``n_jobs=1``, 1 per worker otherwise. These models are small: on a busy machine one thread
         can be many times faster than oversubscribed cores.
     progress_bar : bool
-        Show a progress bar over the fits (and, with ``n_jobs=1``, Lightning's bar within each).
+        Show a progress bar over the fits (folds x models) with the test ROC AUC of each fold as it
+        finishes and the running mean (default; ``NEURODECODE_NO_PROGRESS=1`` also hides it).
     verbose : bool | str | int | None
         Log level for this call (MNE-style).
 
@@ -297,7 +301,6 @@ def crossval_alignment(
                     "sfreq": sfreq, "chs_info": chs_info, "max_epochs": int(max_epochs), "patience": patience,
                     "batch_size": int(batch_size), "lr": float(lr), "weight_decay": float(weight_decay),
                     "scheduler": scheduler, "val_fraction": float(val_fraction), "select": select,
-                    "progress_bar": bool(progress_bar) and n_jobs == 1,
                     "n_threads": n_threads if n_jobs == 1 or n_threads is not None else 1}
         # one task per (fold, model); fold k, model m is seeded with seed + 1000 k + m
         tasks = [(k, m, tr, te) for k, (tr, te) in enumerate(folds) for m in range(int(n_models))]
@@ -308,21 +311,22 @@ def crossval_alignment(
                                   int(seed) + 1000 * k + m, settings)
 
         if n_jobs == 1:
-            outs = [run(t) for t in progress(tasks, enabled=progress_bar, desc="fits")]
+            results: Any = (run(t) for t in tasks)
         else:
             from joblib import Parallel, delayed
 
             # processes, one torch thread each by default: these models are too small for threads
             parallel = Parallel(n_jobs=int(n_jobs), backend="loky", return_as="generator")
-            outs = list(progress(parallel(delayed(_fit_and_score)(
+            results = parallel(delayed(_fit_and_score)(
                 X[tr], y[tr], None if g is None else g[tr], X[te], T, int(seed) + 1000 * k + m, settings)
-                for k, m, tr, te in tasks), enabled=progress_bar, total=len(tasks), desc="fits"))
+                for k, m, tr, te in tasks)
+        name = encoder if isinstance(encoder, str) else getattr(encoder, "__name__", type(encoder).__name__)
+        outs = _collect(results, tasks, y, int(n_models), progress_bar, f"crossval {name}")
 
         n_targets = T.shape[0]
         scores = np.full((len(y), n_targets), np.nan)
         fold_of = np.full(len(y), -1, dtype=np.int64)
         rows = []
-        name = encoder if isinstance(encoder, str) else getattr(encoder, "__name__", type(encoder).__name__)
         for k, (tr, te) in enumerate(folds):
             mine = [out for (kk, _, _, _), out in zip(tasks, outs, strict=True) if kk == k]
             sims = np.mean([s for s, _ in mine], axis=0)
@@ -335,12 +339,35 @@ def crossval_alignment(
             else:
                 row["models"] = records
             rows.append(row)
-            logger.info(f"alignment {name} fold {k}: ROC AUC {row['roc_auc']:.3f}, accuracy {row['accuracy']:.3f}")
-    config = {k: v for k, v in settings.items() if k not in ("encoder", "chs_info", "progress_bar", "n_threads")}
+    config = {k: v for k, v in settings.items() if k not in ("encoder", "chs_info", "n_threads")}
     config["loss"] = config.pop("loss_kwargs")
     config.update(encoder=name, n_splits=len(folds), grouped=groups is not None, seed=int(seed),
                   n_models=int(n_models), n_jobs=int(n_jobs))
     return summarise_folds(f"alignment:{name}", rows, scores, y, fold_of, positive, config, t0)
+
+
+def _collect(results: Any, tasks: Sequence[tuple[int, int, np.ndarray, np.ndarray]], y: np.ndarray, n_models: int,
+             show: bool, desc: str) -> list[Any]:
+    """Gather the fits' outputs in task order, with a bar over folds x models showing each fold's test AUC.
+
+    A fold's AUC (of its models' mean similarities, as reported) appears once its last model is done,
+    with the running mean over the folds finished so far.
+    """
+    bar = progress(None, enabled=show, total=len(tasks), desc=desc, unit="fit")
+    outs: list[Any] = []
+    done: list[float] = []
+    try:
+        for (k, m, _, te), out in zip(tasks, results, strict=True):
+            outs.append(out)
+            bar.update(1)
+            if m == n_models - 1:
+                sims = np.mean([o[0] for o in outs[-n_models:]], axis=0)
+                done.append(fold_metrics(y[te], sims)["roc_auc"])
+                bar.set_postfix(fold=k, auc=f"{done[-1]:.3f}", mean=f"{np.nanmean(done):.3f}")
+                logger.info(f"fold {k}: ROC AUC {done[-1]:.3f} ({len(done)} folds done, mean {np.nanmean(done):.3f})")
+    finally:
+        bar.close()
+    return outs
 
 
 def _check_encoder(encoder: Any, shape: tuple[int, ...]) -> None:
@@ -453,7 +480,7 @@ def _fit_one(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None, targets: A
         with _quiet_lightning():
             trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=s["max_epochs"], logger=False,
                                 enable_checkpointing=False, enable_model_summary=False,
-                                enable_progress_bar=s["progress_bar"], deterministic=True, callbacks=callbacks,
+                                enable_progress_bar=False, deterministic=True, callbacks=callbacks,
                                 num_sanity_val_steps=0)
             try:
                 trainer.fit(module, train_dataloaders=loader)

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -49,7 +50,31 @@ class PretrainedDecoder(nn.Module):
         """What the model was trained on (teacher, channels, sfreq...)."""
         return self.config.get("data", {})
 
-    def forward(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | Any, subject: torch.Tensor | int | None = None) -> torch.Tensor:
+        """Embeddings of raw responses.
+
+        Parameters
+        ----------
+        x : torch.Tensor | numpy.ndarray | mne.BaseEpochs
+            ``(n_trials, n_chans, n_times)`` (EEG/MEG) or ``(n_trials, n_voxels)`` (fMRI), in the units
+            and channel order the model was trained on (``decoder.data["channels"]``); a single trial
+            without the leading dimension is accepted too. MNE epochs give their data.
+        subject : torch.Tensor | int | None
+            Training-subject index per trial (or one for all); ``None`` for an unseen subject.
+
+        Returns
+        -------
+        embedding : torch.Tensor, shape (n_trials, dim)
+        """
+        if hasattr(x, "get_data") and not isinstance(x, torch.Tensor):
+            x = x.get_data(copy=False)
+        if not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+        x = x.to(self.input_mean.device, torch.float32)
+        if x.ndim == (2 if self.timeseries else 1):
+            x = x[None]
+        if isinstance(subject, int):
+            subject = torch.full((len(x),), subject, dtype=torch.long, device=x.device)
         if self.timeseries:
             x = (x - self.input_mean[:, None]) / self.input_std[:, None]
         else:

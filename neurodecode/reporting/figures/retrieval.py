@@ -115,7 +115,7 @@ def plot_retrieval_strip(seen_images: Sequence[Any], guess_images: Sequence[Sequ
                          seen_labels: Sequence[str] | None = None,
                          guess_labels: Sequence[Sequence[str]] | None = None,
                          scores: Any = None, n_rows: int = 8, n_candidates: int | None = None,
-                         thumbnail_size: int = 96, title: str | None = None, show: bool = False) -> Figure:
+                         n_total: int | None = None, thumbnail_size: int = 96, title: str | None = None, show: bool = False) -> Figure:
     """Show, for each query, the image actually seen followed by the model's top-k guesses.
 
     Each row is one query (one brain response): first the image the person saw (grey frame), then the
@@ -145,6 +145,9 @@ def plot_retrieval_strip(seen_images: Sequence[Any], guess_images: Sequence[Sequ
     n_candidates : int | None
         Size of the candidate set the guesses were drawn from; when given, the title states the chance
         levels ``1 / n_candidates`` (top-1) and ``k / n_candidates`` (top-k).
+    n_total : int | None
+        How many test images (queries) there are in all, when the queries given are a selection:
+        the caption says "Rows shown: 8 of 50 test images".
     thumbnail_size : int
         Side of the square thumbnails in pixels.
     title : str | None
@@ -201,7 +204,8 @@ def plot_retrieval_strip(seen_images: Sequence[Any], guess_images: Sequence[Sequ
     thumb_in = 1.1
     label_in = 0.17 * n_label_lines + 0.06
     desc = (f"Top-{k} retrieval: each row shows the image seen (left) and the decoder's {k} best-ranked "
-            f"candidates, best first; green frame = correct, red = wrong. Rows shown: {n} of {n_q}; "
+            f"candidates, best first; green frame = correct, red = wrong. Rows shown: {n} of "
+            f"{f'{int(n_total)} test images' if n_total is not None else n_q}; "
             f"correct at top-1: {int(hit[:n, 0].sum())}/{n}, within top-{k}: {int(hit[:n].any(1).sum())}/{n}")
     if n_candidates is not None:
         desc += (f" (chance {format_percent(1 / n_candidates)} top-1, {format_percent(min(k, n_candidates) / n_candidates)} "

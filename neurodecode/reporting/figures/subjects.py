@@ -64,7 +64,7 @@ def _grouped(values: Any, n: int, groups: Sequence[str] | None, name: str, lengt
 
 def plot_subject_bars(subjects: Sequence[str], values: Any, *, errors: Any = None, chance: float | None = None,
                       ylabel: str = "top-1 accuracy", groups: Sequence[str] | None = None,
-                      title: str | None = None, show: bool = False) -> Figure:
+                      title: str | None = None, error_label: str | None = None, show: bool = False) -> Figure:
     """Draw one bar per subject (grouped bars for several conditions) with the mean +- sd across subjects.
 
     Parameters
@@ -86,6 +86,9 @@ def plot_subject_bars(subjects: Sequence[str], values: Any, *, errors: Any = Non
         Names of the rows of a 2-D ``values``; with a dict, selects and orders its keys.
     title : str | None
         Headline put above the automatic description (data set, model).
+    error_label : str | None
+        What the subjects' error bars are (e.g. "95% bootstrap interval over test images"), for the
+        caption; say it whenever ``errors`` is given.
     show : bool
         Call ``plt.show()``.
 
@@ -162,6 +165,8 @@ def plot_subject_bars(subjects: Sequence[str], values: Any, *, errors: Any = Non
     desc = f"{ylabel[0].upper() + ylabel[1:]} per subject"
     if g > 1:
         desc += " (" + " vs ".join(vals) + ")"
+    if errs and error_label:
+        desc += f"; error bars: {error_label}"
     desc += f"; right: mean \N{PLUS-MINUS SIGN} sd across {n} subjects"
     if chance is not None:
         desc += f"; dashed: chance {format_number(chance)}"

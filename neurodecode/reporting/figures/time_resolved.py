@@ -83,6 +83,7 @@ def _runs(t: np.ndarray, mask: np.ndarray) -> list[tuple[float, float]]:
 def plot_time_resolved(times: Any, scores: Any, *, ci_low: Any = None, ci_high: Any = None,
                        chance: float | None = None, ylabel: str = "accuracy", onset: float | None = 0.0,
                        highlight: Any = None, significant: Any = None, title: str | None = None,
+                       band_label: str = "confidence band", significance_label: str = "significant time points",
                        show: bool = False) -> Figure:
     """Plot a decoding score against time, with confidence band, chance, onset and significant windows.
 
@@ -100,7 +101,8 @@ def plot_time_resolved(times: Any, scores: Any, *, ci_low: Any = None, ci_high: 
     ylabel : str
         What the score is (e.g. ``"top-1 accuracy (200-way)"``).
     onset : float | None
-        Stimulus onset in seconds, drawn as a vertical line (``None``: no line).
+        Stimulus onset in seconds, drawn as a vertical line (``None``, or outside the window centres:
+        no line and no legend entry).
     highlight : tuple | list of tuples | None
         Window(s) to shade, ``(start, end)`` or ``(start, end, label)`` in seconds, e.g.
         ``(0.13, 0.2, "N170")``.
@@ -109,6 +111,9 @@ def plot_time_resolved(times: Any, scores: Any, *, ci_low: Any = None, ci_high: 
         (one bar per curve, in its colour).
     title : str | None
         Headline put above the automatic description (data set, subject, model).
+    band_label, significance_label : str
+        What the shaded band and the bars below are, for the caption (e.g. "95% bootstrap interval
+        per window, uncorrected" and "cluster-based permutation test, p < 0.05").
     show : bool
         Call ``plt.show()``.
 
@@ -171,7 +176,7 @@ def plot_time_resolved(times: Any, scores: Any, *, ci_low: Any = None, ci_high: 
     ax.set_xlim(t[0], t[-1])
     if chance is not None:
         ax.axhline(chance, color=CHANCE_COLOR, ls="--", lw=1.2, label=f"chance ({format_number(chance)})", zorder=2)
-    if onset is not None:
+    if onset is not None and t[0] <= onset <= t[-1]:
         ax.axvline(onset, color=ONSET_COLOR, lw=1.0, label="stimulus onset", zorder=2)
     for t0, t1, lab in spans:
         ax.axvspan(t0, t1, color=HIGHLIGHT_COLOR, alpha=0.3, lw=0, zorder=0)
@@ -195,11 +200,11 @@ def plot_time_resolved(times: Any, scores: Any, *, ci_low: Any = None, ci_high: 
     desc = f"Time-resolved decoding: {ylabel} per time window"
     parts = []
     if lows:
-        parts.append("shaded: confidence band")
+        parts.append(f"shaded: {band_label}")
     if chance is not None:
         parts.append(f"dashed: chance {format_number(chance)}")
     if sig:
-        parts.append("bars below: significant time points")
+        parts.append(f"bars below: {significance_label}")
     for t0, t1, lab in spans:
         parts.append(f"{lab + ' ' if lab else ''}window {t0 * 1000:.0f}-{t1 * 1000:.0f} ms shaded")
     desc += (" (" + "; ".join(parts) + ")." if parts else ".")
