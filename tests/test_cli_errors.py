@@ -124,7 +124,7 @@ def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
         main(["fit", "-c", "missing.yaml"])
 
 
-def test_the_rule_user_error_or_bug():
+def test_the_rule_user_error_or_bug(tmp_path):
     import numpy as np
 
     from neurodecode.utils import UserError
@@ -137,7 +137,8 @@ def test_the_rule_user_error_or_bug():
         raise AssertionError("no error")
 
     assert is_user_error(UserError("x"))
-    assert is_user_error(raised(lambda: open("/nonexistent/file.txt")))  # names its file
+    missing = tmp_path / "missing" / "file.txt"
+    assert is_user_error(raised(lambda: open(missing)))  # names its file
     assert not is_user_error(raised(lambda: np.zeros(3).reshape(2, 2)))  # a library's ValueError: a traceback
     assert not is_user_error(raised(lambda: [][1]))  # raised outside neurodecode (here: the test)
     from neurodecode.utils import check_option

@@ -18,7 +18,9 @@ Every function takes embeddings (numpy arrays or torch tensors), never a model. 
 - :mod:`~neurodecode.evaluation.ceiling`: split-half reliability, NCSNR noise ceiling, split-half
   identification;
 - :mod:`~neurodecode.evaluation.time_resolved`: sliding-window decoding (ridge retrieval and
-  logistic classification per time window, with confidence intervals).
+  logistic classification per time window, with confidence intervals);
+- :mod:`~neurodecode.evaluation.significance`: which windows are above chance, with the error
+  controlled across windows (cluster permutation or FDR).
 
 Names are imported lazily (torch and torchmetrics load on first use), so ``import
 neurodecode.evaluation`` is cheap.
@@ -44,6 +46,7 @@ _EXPORTS = {
                "search_gallery"),
     "ceiling": ("group_repetitions", "ncsnr_noise_ceiling", "spearman_brown", "split_half_identification",
                 "split_half_reliability"),
+    "significance": ("CORRECTIONS", "label_permutation_significance", "window_significance"),
     "time_resolved": ("SCORINGS", "sliding_windows", "time_resolved_classification", "time_resolved_retrieval"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

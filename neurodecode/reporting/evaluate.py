@@ -241,7 +241,7 @@ def evaluate(
     tr_correction : str
         How its windows are called significant with the error controlled across windows:
         ``"cluster"`` (cluster-based permutation test, MNE) or ``"fdr"`` (Benjamini-Hochberg); see
-        :func:`neurodecode.evaluation.time_resolved.window_significance`.
+        :func:`neurodecode.evaluation.significance.window_significance`.
     ablation : bool
         Evaluate with each channel region removed (EEG/MEG with 10-10 names).
     figures : bool
