@@ -39,7 +39,9 @@ def sys_info(show: bool = True) -> dict:
         "optional": {p: {"version": _version(p), "enables": what} for p, what in OPTIONAL.items()},
     }
     import os
+    from importlib import resources
 
+    info["configs"] = str(resources.files("neurodecode") / "configs")
     info["cpu_count"] = os.cpu_count()
     try:
         import torch
@@ -65,6 +67,7 @@ def sys_info(show: bool = True) -> dict:
         print(f"{'CPU cores'.ljust(width)}{info['cpu_count']} (torch threads: {info.get('torch_threads')})")
         print(f"{'CUDA'.ljust(width)}build {info.get('cuda_build')}, available: {info.get('cuda_available')}")
         print(f"{'Devices'.ljust(width)}{', '.join(info['devices'])}")
+        print(f"{'Configs'.ljust(width)}{info['configs']} (use as -c configs/<set>/<name>.yaml from there)")
         print("\noptional packages (what each enables):")
         w = max(len(p) for p in OPTIONAL) + 2
         for p, v in info["optional"].items():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -71,6 +70,7 @@ def _print(msg: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from neurodecode.cli.demo_fit import fit_stage
     from neurodecode.cli.stages import Stage, StageBook, config_hash
     from neurodecode.utils import UserError
 
@@ -126,7 +126,10 @@ def run(args: argparse.Namespace) -> int:
         fit = book.reuse("fit", marker)
         _print(f"[fit] done before ({marker['numbers'].get('epochs')} epochs), skipped")
     else:
-        fit = _fit(book, h_fit, fit_conf, config_path, data, run_dir, args.teacher, epochs)
+        extra = ["--data.root", str(data), "--data.teacher", args.teacher]
+        if epochs is not None:
+            extra += ["--trainer.max_epochs", str(epochs)]
+        fit = fit_stage(book, "fit", h_fit, fit_conf, config_path, run_dir, extra)
     chosen = Path(fit.numbers["best_checkpoint"])
 
     # 3. evaluate ---------------------------------------------------------------------------------
@@ -181,50 +184,6 @@ def run(args: argparse.Namespace) -> int:
         "stages": [{"stage": s.name, "seconds": s.seconds, "done_before": s.reused, "numbers": s.numbers}
                    for s in book.stages]})
     return 0
-
-
-def _fit(book, h_fit, fit_conf, config_path, data, run_dir, teacher, epochs):
-    from neurodecode.cli.lightning import run_cli
-    from neurodecode.cli.stages import Stage
-
-    last = run_dir / "checkpoints" / "last.ckpt"
-    extra = ["--data.root", str(data), "--data.teacher", teacher, "--trainer.default_root_dir", str(run_dir)]
-    if epochs is not None:
-        extra += ["--trainer.max_epochs", str(epochs)]
-    if book.started("fit", h_fit) and last.is_file():
-        import torch
-
-        done_epochs = int(torch.load(last, map_location="cpu", weights_only=True, mmap=True)["epoch"]) + 1
-        _print(f"[fit] resuming the interrupted training from {last} ({done_epochs} epoch(s) complete)")
-        extra += ["--ckpt_path", "last"]
-    else:
-        if run_dir.exists():
-            _print(f"[fit] the training configuration changed (or never finished): retraining from scratch in {run_dir}")
-            shutil.rmtree(run_dir)
-        _print(f"[fit] {config_path} -> {run_dir}")
-        book.start("fit", h_fit, {k: v for k, v in fit_conf.items() if k != "config"})
-    ts = time.perf_counter()
-    try:
-        cli = run_cli("fit", ["-c", str(config_path), *extra])
-    except SystemExit as err:  # Lightning turns Ctrl-C into sys.exit(1) after saving interrupted.ckpt
-        print(f"[fit] interrupted: run the same demo command again to resume from {last}", file=sys.stderr)
-        raise SystemExit(130 if err.code == 1 else err.code) from None
-    trainer = cli.trainer
-    if trainer.interrupted or trainer.state.status.value != "finished":
-        raise RuntimeError(f"the fit stopped before the end ({trainer.state.status.value}); run the demo again to "
-                           f"resume from {last}")
-    cb = trainer.checkpoint_callback
-    es = trainer.early_stopping_callback
-    best = Path(cb.best_model_path) if cb is not None and cb.best_model_path else last
-    numbers = {"epochs": trainer.current_epoch, "max_epochs": trainer.max_epochs,
-               "early_stop": bool(es is not None and trainer.current_epoch < trainer.max_epochs), "best": best.name,
-               "best_val_loss": None if cb is None or cb.best_model_score is None else round(float(cb.best_model_score), 4),
-               "best_checkpoint": str(best)}
-    st = Stage("fit", h_fit, time.perf_counter() - ts, numbers)
-    book.finish(st, {k: v for k, v in fit_conf.items() if k != "config"})
-    _print(f"[fit] finished in {st.seconds:.0f} s: {numbers['epochs']} epochs"
-           f"{' (early stop)' if numbers['early_stop'] else ''}, chose {best.name}")
-    return st
 
 
 def _key_numbers(metrics: dict) -> dict:

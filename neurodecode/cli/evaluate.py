@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-time-resolved", action="store_true", help="skip time-resolved decoding")
     parser.add_argument("--window", type=float, default=0.05, help="time-resolved window width in s (default 0.05)")
     parser.add_argument("--step", type=float, default=0.02, help="time-resolved window step in s (default 0.02)")
+    parser.add_argument("--tr-correction", choices=("cluster", "fdr"), default="cluster",
+                        help="error control across time windows: cluster-based permutation test (MNE, default) "
+                             "or Benjamini-Hochberg FDR")
     parser.add_argument("--no-ablation", action="store_true", help="skip the channel-region ablation")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -57,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     kw = dict(root=args.root, teacher=args.teacher, ks=ks,
               n_draws=args.n_draws, seed=args.seed, n_boot=args.n_boot, n_permutations=args.n_permutations,
               csls_k=args.csls_k or None, time_resolved=not args.no_time_resolved, tr_width=args.window,
-              tr_step=args.step, ablation=not args.no_ablation, figures=not args.no_figures, device=args.device,
+              tr_step=args.step, tr_correction=args.tr_correction, ablation=not args.no_ablation,
+              figures=not args.no_figures, device=args.device,
               progress_bar=not args.no_progress)
     if len(args.ckpt) == 1:
         m = evaluate(args.ckpt[0], args.out, **kw)

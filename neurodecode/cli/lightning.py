@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -83,8 +84,12 @@ class NeuroDecodeCLI(LightningCLI):
         kwargs.setdefault("exit_on_error", False)
         return super().init_parser(**kwargs)
 
+    def __init__(self, *args: Any, links: Sequence[tuple[str, str]] = LINKS, **kwargs: Any) -> None:
+        self._links = tuple(links)
+        super().__init__(*args, **kwargs)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for source, target in LINKS:
+        for source, target in self._links:
             parser.link_arguments(source, target, apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
@@ -142,6 +147,8 @@ class NeuroDecodeCLI(LightningCLI):
         cfg = self.config["fit"]
         if not cfg.get("test_after_fit", True) or self.trainer.fast_dev_run:
             return
+        if type(self.datamodule).test_dataloader is LightningDataModule.test_dataloader:
+            return  # a module without a test set (the prior, the generator: tested by 'reconstruct')
         ckpt = "best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path else None
         metrics = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
         if self.trainer.is_global_zero:
@@ -334,19 +341,58 @@ def _cli(args: list[str]) -> NeuroDecodeCLI:
 
     from neurodecode.training.lit import AlignmentModule
 
+    data_class = _data_class_path(args)
+    if data_class is None:  # the encoders' configs: data is a BrainImageDataModule, its shapes linked
+        classes: tuple[Any, Any] = (AlignmentModule, BrainImageDataModule)
+        kw: dict[str, Any] = {"subclass_mode_model": True, "links": LINKS}
+    else:  # any data module by class_path (the prior, the generator...), with the links it declares
+        classes = (LightningModule, LightningDataModule)
+        kw = {"subclass_mode_model": True, "subclass_mode_data": True, "links": _declared_links(data_class)}
     # args come from our own console script (LightningCLI warns when sys.argv is also set); sys.argv
     # itself stays untouched because DDP's launcher re-runs it in the worker processes
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         try:
             return NeuroDecodeCLI(
-                AlignmentModule, BrainImageDataModule, subclass_mode_model=True, args=args,
+                *classes, **kw, args=args,
                 save_config_kwargs={"overwrite": True},
                 trainer_defaults={"default_root_dir": "runs"},
                 parser_kwargs={"prog": "neurodecode"},
             )
         except ArgumentError as err:
             raise UserError(explain_parse_error(str(err), args)) from err
+
+
+def _data_class_path(args: Sequence[str]) -> str | None:
+    """The ``data: class_path`` of the last ``-c`` config (or ``--data.class_path``), if any."""
+    import yaml
+
+    found = None
+    for i, a in enumerate(args):
+        if a in ("-c", "--config") and i + 1 < len(args):
+            try:
+                data = (yaml.safe_load(Path(args[i + 1]).read_text()) or {}).get("data")
+            except (OSError, yaml.YAMLError, AttributeError):
+                continue  # reported by the parser itself, with the file's name
+            if isinstance(data, dict) and data.get("class_path"):
+                found = str(data["class_path"])
+        elif a.startswith("--data.class_path"):
+            found = a.split("=", 1)[1] if "=" in a else (args[i + 1] if i + 1 < len(args) else None)
+        elif a == "--data" and i + 1 < len(args) and "." in args[i + 1] and not args[i + 1].endswith((".yaml", ".yml")):
+            found = args[i + 1]
+    return found
+
+
+def _declared_links(class_path: str) -> tuple[tuple[str, str], ...]:
+    """``CLI_LINKS`` of a data module class: ``(data attribute, model argument)`` pairs to link."""
+    import importlib
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return ()  # the parser reports the unknown class with a did-you-mean
+    return tuple(tuple(link) for link in getattr(cls, "CLI_LINKS", ()))
 
 
 if __name__ == "__main__":  # pragma: no cover
