@@ -44,6 +44,7 @@ PLAIN_COMMANDS = {
     "prepare": "neurodecode.cli.prepare",
     "embed": "neurodecode.cli.embed",
     "evaluate": "neurodecode.cli.evaluate",
+    "recon-metrics": "neurodecode.cli.recon_metrics",
     "crossval": "neurodecode.cli.crossval",
     "export": "neurodecode.cli.export",
     "demo": "neurodecode.cli.demo",
