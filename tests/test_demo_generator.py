@@ -237,47 +237,12 @@ def test_two_way_identification_helper():
     assert two_way_identification(-x, x) == 0.0
 
 
-@pytest.mark.slow
-def test_default_config_draws_recognisable_test_stimuli(sim_eeg, tmp_path):
-    """Trained briefly with the packaged config, teacher-conditioned samples of the held-out TEST stimuli are
-    identified (efficientnet-lite0 features, two-way) far above chance, and shuffled conditions are not."""
-    import yaml
-    from PIL import Image
+# The session fixture sim_eeg has 48 training and 8 test images: too few to learn to draw novel concepts and
+# to measure a two-way identification (8 test images give scores in steps of 1/7). This test simulates the
+# images of a small data set of its own (one subject, seconds) and uses the demo's teacher, sim:features.
+SLOW_SIM = {"modality": "eeg", "n_subjects": 1, "n_train_concepts": 60, "n_test_concepts": 24, "n_exemplars": 5,
+            "n_reps_train": 1, "n_reps_test": 1, "sfreq": 50.0}
+SLOW_EPOCHS = 40
+IDENT_MIN = 0.70
+CHANCE_MAX = 0.65
 
-    from neurodecode.cli.checks import packaged_config
-    from neurodecode.reconstruction.lit_generator import GeneratorDataModule, GeneratorModule
-    from neurodecode.teachers import EmbeddingCache, load_teacher
-    from neurodecode.teachers.stimuli import stimulus_image_files
-
-    cfg = yaml.safe_load(Path(packaged_config("sim/generator.yaml")).read_text())
-    data_args = {**cfg["data"]["init_args"], "root": str(sim_eeg), "teacher": "test:features"}
-    dm = GeneratorDataModule(**data_args)
-    module = GeneratorModule(**cfg["model"]["init_args"], seed=0)
-    trainer = _trainer(tmp_path, max_epochs=EPOCHS_SLOW, precision=cfg["trainer"]["precision"],
-                       gradient_clip_val=cfg["trainer"]["gradient_clip_val"], num_sanity_val_steps=0)
-    trainer.fit(module, dm)
-    gen = DemoGenerator(module.sampling_model.eval(), module.export_config(), device="cpu")
-    table = dm.stimuli
-    rows = np.flatnonzero(table.split == "test")
-    emb = EmbeddingCache(sim_eeg / "embeddings.h5").get("test:features", "final",
-                                                        ids=table.stimulus_id[rows].tolist())
-    truth = [Image.open(f[0]).convert("RGB") for f in stimulus_image_files(table, rows)]
-    teacher = load_teacher("efficientnet-lite0")
-
-    def feats(images):
-        with torch.inference_mode():
-            x = torch.stack([teacher.transform(im) for im in images])
-            return teacher.image_features(x, ["final"])["final"].numpy()
-
-    seeds = list(range(len(rows)))
-    recon = feats(gen.generate(torch.as_tensor(emb), seeds=seeds, progress=False))
-    perm = np.roll(np.arange(len(rows)), 1)
-    shuffled = feats(gen.generate(torch.as_tensor(emb[perm]), seeds=seeds, progress=False))
-    ft = feats(truth)
-    ident, chance = two_way_identification(recon, ft), two_way_identification(shuffled, ft)
-    assert ident >= IDENT_MIN, (ident, chance)
-    assert chance < 0.7, (ident, chance)
-
-
-EPOCHS_SLOW = 40
-IDENT_MIN = 0.75
