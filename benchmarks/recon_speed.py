@@ -18,10 +18,10 @@ What it measures
 2. **Demo generator training step** (forward, v-prediction loss, backward, AdamW), ``32-true`` vs
    ``bf16-mixed`` (CPU autocast), at ``--train-batch`` images: training images/s, the number behind
    "trains in minutes".
-3. **Prior sampling** (``--prior PATH``, an exported prior or checkpoint, when
-   ``neurodecode.reconstruction.prior`` exists): samples/s of ``Prior.sample`` on random brain
-   embeddings of the size the prior expects (50 steps, guidance 5, ATM's setting). Without ``--prior``
-   (or without the module) the entry says why it was not measured.
+3. **Prior sampling** (``neurodecode.reconstruction.prior``): samples/s of ``Prior.sample`` on 200 random
+   brain embeddings (a THINGS-EEG2 test set) at 50 steps, guidance 5 (ATM's setting), for ATM's diffusion
+   prior at 1024 -> 1024 dimensions built from its default config (random weights), or for the prior given
+   by ``--prior PATH`` (an exported folder or checkpoint).
 
 The threads (``torch.get_num_threads()``, ``--threads``) and the load average are recorded: on a shared
 machine, timings vary from run to run, and more threads than free cores slow OpenMP down badly.
@@ -131,21 +131,24 @@ def time_training(batch: int, repeats: int, precision: str) -> dict:
             "median_s": round(med, 4), "images_per_s": round(batch / med, 2)}
 
 
-def time_prior(path: str | None, n: int, repeats: int) -> dict:
-    """Samples/s of the prior's ``sample`` (50 steps, guidance 5), when a prior and its module exist."""
-    if not path:
-        return {"measured": False, "why": "no --prior PATH given (an exported prior folder or checkpoint)"}
+def time_prior(path: str | None, n: int, repeats: int, dims: tuple[int, int] = (1024, 1024)) -> dict:
+    """Samples/s of the prior's ``sample`` (50 steps, guidance 5, ATM's setting).
+
+    ``path``: an exported prior or checkpoint; ``None``: ATM's diffusion prior built from its default config
+    with random weights (``brain_dim``, ``target_dim`` = ``dims``; the speed does not depend on the weights).
+    """
     try:
         import torch
 
-        from neurodecode.reconstruction.prior import load_prior
+        from neurodecode.reconstruction.prior import Prior, load_prior
     except ImportError as err:
         return {"measured": False, "why": f"neurodecode.reconstruction.prior is not importable: {err}"}
-    prior = load_prior(path, device="cpu")
-    dim = getattr(prior, "brain_dim", None) or getattr(prior, "cond_dim", None)
-    if dim is None:
-        return {"measured": False, "why": "the prior does not say its input size (brain_dim)"}
-    brain = torch.randn(n, int(dim), generator=torch.Generator().manual_seed(0))
+    if path:
+        prior, source = load_prior(path, device="cpu"), str(path)
+    else:
+        torch.manual_seed(0)
+        prior, source = Prior("diffusion", brain_dim=dims[0], target_dim=dims[1]).eval(), "default config, random weights"
+    brain = torch.randn(n, int(prior.brain_dim), generator=torch.Generator().manual_seed(0))
     prior.sample(brain, seed=0, steps=50, guidance=5.0, progress=False)
     times = []
     for _ in range(repeats):
@@ -153,7 +156,8 @@ def time_prior(path: str | None, n: int, repeats: int) -> dict:
         prior.sample(brain, seed=0, steps=50, guidance=5.0, progress=False)
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
-    return {"measured": True, "kind": getattr(prior, "kind", None), "n": n, "steps": 50, "guidance": 5.0,
+    return {"measured": True, "source": source, "kind": prior.kind, "brain_dim": prior.brain_dim,
+            "target_dim": prior.target_dim, "n": n, "steps": 50, "guidance": 5.0,
             "times_s": [round(t, 4) for t in times], "median_s": round(med, 4), "samples_per_s": round(n / med, 2)}
 
 
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-repeats", type=int, default=1, help="repetitions of the 1,000-step baseline")
     parser.add_argument("--train-batch", type=int, default=32, help="training batch (default %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--prior", default=None, help="exported prior folder or checkpoint to time")
+    parser.add_argument("--prior", default=None, help="exported prior folder or checkpoint to time (default: ATM's, random)")
     parser.add_argument("--quick", action="store_true", help="2 repeats and no 1,000-step baseline")
     args = parser.parse_args(argv)
     import torch
@@ -195,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         res = time_training(args.train_batch, repeats, precision)
         report["demo_generator"]["training"][precision] = res
         print(f"training {precision:12s} {res['images_per_s']:8.1f} images/s (median of {repeats})", flush=True)
-    report["prior"] = time_prior(args.prior, 64, repeats)
+    report["prior"] = time_prior(args.prior, 200, repeats)
+    if report["prior"].get("measured"):
+        print(f"prior sampling        {report['prior']['samples_per_s']:8.1f} samples/s", flush=True)
     report["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     text = json.dumps(report, indent=2)
     if args.out:

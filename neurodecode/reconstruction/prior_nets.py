@@ -117,9 +117,8 @@ class DiffusionPriorUNet(nn.Module):
         eps : torch.Tensor, (batch, embed_dim)
         """
         t = torch.as_tensor(t, device=x.device)
-        if t.ndim == 0:
-            t = t.expand(len(x))
-        temb = self.time_proj(t).to(x.dtype)
+        # one timestep for the whole batch (sampling): embed it once, the additions broadcast
+        temb = self.time_proj(t.reshape(-1)).to(x.dtype)
         h = self.input(x)
         skips = []
         for i, layer in enumerate(self.down):
