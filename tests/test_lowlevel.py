@@ -298,30 +298,21 @@ def test_vae_errors(sim_eeg, tmp_path):
 # --------------------------------------------------------------------------------------------------
 # the packaged config
 # --------------------------------------------------------------------------------------------------
-def test_packaged_config_builds_and_trains(sim_eeg, tmp_path):
-    """configs/sim/lowlevel.yaml: its classes and keys exist; with the documented links it trains."""
-    import importlib
+def test_packaged_config_trains_through_neurodecode_fit(sim_eeg, tmp_path):
+    """``neurodecode fit -c configs/sim/lowlevel.yaml``: the data module is chosen by its class_path and
+    links the encoder's input shape and the target into the model (the encoder's code size stays as set)."""
+    from neurodecode.cli.lightning import run_cli
 
-    import yaml
-
-    cfg = yaml.safe_load((Path(__file__).parents[1] / "neurodecode/configs/sim/lowlevel.yaml").read_text())
-
-    def cls(path):
-        mod, name = path.rsplit(".", 1)
-        return getattr(importlib.import_module(mod), name)
-
-    data_args = {**cfg["data"]["init_args"], "root": str(sim_eeg), "teacher": TEACHER,
-                 "target_cache": str(tmp_path / "t.npz")}
-    dm = cls(cfg["data"]["class_path"])(**data_args)
-    model_args = dict(cfg["model"]["init_args"])
-    enc = model_args.pop("encoder")
-    links = {"n_chans": dm.n_chans, "n_times": dm.n_times, "sfreq": dm.sfreq, "chs_info": dm.chs_info,
-             "n_subjects": dm.n_subjects}
-    encoder = cls(enc["class_path"])(**enc["init_args"], **links)
-    module = cls(cfg["model"]["class_path"])(encoder, **model_args, n_chans=dm.n_chans, target=dm.target,
-                                             target_shape=dm.target_shape, vae=dm.vae)
-    assert module.head.target_shape == (3, 32, 32)
-    _trainer(1, limit_train_batches=2, limit_val_batches=1).fit(module, datamodule=dm)
+    cli = run_cli("fit", ["-c", "configs/sim/lowlevel.yaml", "--data.init_args.root", str(sim_eeg),
+                          "--data.init_args.teacher", TEACHER, "--data.init_args.target_cache", str(tmp_path / "t.npz"),
+                          "--data.init_args.progress_bar", "false", "--trainer.max_epochs", "1",
+                          "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+                          "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_progress_bar", "false",
+                          "--test_after_fit", "false"])
+    dm, module = cli.datamodule, cli.model
+    assert module.head.target_shape == (3, 32, 32) == tuple(dm.target_shape)
+    assert module.head.encoder.n_chans == dm.n_chans  # linked from the data
+    assert "val/loss" in cli.trainer.callback_metrics
 
 
 # --------------------------------------------------------------------------------------------------

@@ -74,7 +74,7 @@ def trained_diffusion(linear_problem, tmp_path_factory):
     d_brain, d_target = linear_problem["dims"]
     # ATM's objective and sampler (DDPMScheduler() defaults, epsilon prediction, guidance 5), a small net
     module = PriorModule(kind="diffusion", brain_dim=d_brain, target_dim=d_target, net=SMALL_UNET, warmup_steps=10,
-                         val_steps=25, seed=1)
+                         val_steps=25, sample_every_n_epochs=20, seed=1)
     trainer = _fit(module, linear_problem, max_epochs=20)
     ckpt = tmp_path_factory.mktemp("prior_ckpt") / "prior.ckpt"
     trainer.save_checkpoint(ckpt)
@@ -108,6 +108,7 @@ def test_unet_predicts_noise_shaped_output_driven_by_timestep_and_condition():
     assert MLPAligner(24, 16, width=32)(c).shape == (5, 24)
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 def test_condition_dropout_modes_drop_what_they_say():
     torch.manual_seed(0)
     batch = PriorModule(kind="diffusion", brain_dim=4, target_dim=4, net=SMALL_UNET, cond_dropout=0.1)
@@ -140,7 +141,7 @@ def test_diffusion_prior_learns_and_guidance_helps(trained_diffusion, linear_pro
     guided = module.prior.sample(brain, seed=0, steps=50, guidance=5.0, progress=False)
     shuffled = truth[torch.randperm(len(truth), generator=torch.Generator().manual_seed(0))]
     assert guided.shape == truth.shape
-    assert _cosine(guided, truth) > 0.5
+    assert _cosine(guided, truth) > 0.55
     assert _cosine(guided, truth) > _cosine(guided, shuffled) + 0.4
     unguided = module.prior.sample(brain, seed=0, steps=50, guidance=0.0, progress=False)
     assert _cosine(guided, truth) > _cosine(unguided, truth) + 0.3
@@ -149,7 +150,7 @@ def test_diffusion_prior_learns_and_guidance_helps(trained_diffusion, linear_pro
     # validation logged the objective and the comparable sampled metrics
     metrics = trainer.callback_metrics
     assert {"val/loss", "val/cosine", "val/top1", "val/top5"} <= set(metrics)
-    assert float(metrics["val/top1"]) > 0.1  # 256 candidates: chance is 0.4%
+    assert float(metrics["val/top1"]) > 0.4  # 256 candidates: chance is 0.4%
 
 
 def test_clean_sample_prediction_option(linear_problem):
@@ -335,9 +336,31 @@ def test_prior_module_trains_from_the_data_module(tiny_encoder, tmp_path):
     assert module.hparams["data"]["encoder"]["sha256"] and module.hparams["data"]["teacher"] == FEATURE_TEACHER
     result = trainer.test(module, datamodule=dm, verbose=False)[0]
     assert {"test/loss", "test/cosine", "test/top1"} <= set(result) and module.test_results["k"] == 8
+    preds = trainer.predict(module, datamodule=dm)
+    assert torch.cat([p["embedding"] for p in preds]).shape == (2 * 8, 32)  # 2 subjects x 8 test images
     ckpt = tmp_path / "prior.ckpt"
     trainer.save_checkpoint(ckpt)
     out = export_prior(ckpt, tmp_path / "exported")
     config = json.loads((out / "config.json").read_text())
     assert config["encoder"]["path"] == str(tiny_encoder) and config["teacher"]["spec"] == FEATURE_TEACHER
     assert (config["brain_dim"], config["target_dim"]) == (32, 32)
+
+
+def test_packaged_prior_config_trains_through_neurodecode_fit(tiny_encoder, tmp_path):
+    """``neurodecode fit -c configs/sim/prior.yaml --data.encoder CKPT``: the data module is chosen by its
+    class_path and links brain_dim/target_dim into the model; the checkpoint loads back as a Prior."""
+    from neurodecode.cli.lightning import run_cli
+    from neurodecode.reconstruction.prior import load_prior
+
+    cli = run_cli("fit", ["-c", "configs/sim/prior.yaml", "--data.init_args.encoder", str(tiny_encoder),
+                          "--data.init_args.cache_dir", str(tmp_path / "cache"), "--data.init_args.progress", "false",
+                          "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(tmp_path / "run"),
+                          "--trainer.enable_progress_bar", "false"])
+    assert (cli.model.hparams.brain_dim, cli.model.hparams.target_dim) == (32, 32)  # linked from the data
+    assert cli.trainer.current_epoch == 2
+    # after fit, the checkpoint chosen on val/loss was tested on the test trials and results.json written
+    results = json.loads(next((tmp_path / "run").rglob("results.json")).read_text())
+    assert results["selection"]["monitor"] == "val/loss" and {"test/loss", "test/top1"} <= set(results["test"])
+    prior = load_prior(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    out = prior.sample(torch.zeros(3, 32), seed=0, steps=5, progress=False)
+    assert out.shape == (3, 32) and torch.isfinite(out).all()

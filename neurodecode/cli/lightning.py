@@ -45,17 +45,7 @@ from neurodecode.cli.parse_errors import explain_parse_error
 from neurodecode.training.data import BrainImageDataModule
 from neurodecode.utils import UserError, atomic_write_json
 
-LINKS = (
-    ("data.n_chans", "model.init_args.encoder.init_args.n_chans"),
-    ("data.n_times", "model.init_args.encoder.init_args.n_times"),
-    ("data.n_voxels", "model.init_args.encoder.init_args.n_voxels"),
-    ("data.sfreq", "model.init_args.encoder.init_args.sfreq"),
-    ("data.chs_info", "model.init_args.encoder.init_args.chs_info"),
-    ("data.n_subjects", "model.init_args.encoder.init_args.n_subjects"),
-    ("data.embed_dim", "model.init_args.encoder.init_args.n_outputs"),
-    ("data.n_chans", "model.init_args.n_chans"),
-    ("data.n_voxels", "model.init_args.n_voxels"),
-)
+LINKS = BrainImageDataModule.CLI_LINKS  # the encoders' data-to-model links (declared by the data module)
 
 
 class SaveOnException(Callback):

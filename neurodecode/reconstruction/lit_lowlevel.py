@@ -35,7 +35,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from neurodecode.reconstruction.lowlevel import (
     TARGETS,
@@ -47,7 +47,6 @@ from neurodecode.reconstruction.lowlevel import (
 )
 from neurodecode.training.data import BrainImageDataModule
 from neurodecode.training.lit import SCHEDULERS, lr_schedule
-from neurodecode.training.sets import EpochSeededSampler
 from neurodecode.utils import atomic_path, check_option, logger, progress
 
 __all__ = ["LOSSES", "LowLevelDataModule", "LowLevelModule", "lowres_images"]
@@ -129,6 +128,13 @@ class LowLevelDataModule(BrainImageDataModule):
         Show progress while computing the targets (``NEURODECODE_NO_PROGRESS=1`` switches it off too).
     """
 
+    #: what ``neurodecode fit`` links into the model: the encoder's input shape (as for the alignment
+    #: encoders, but not ``embed_dim``: the encoder's ``n_outputs`` is the decoder's code size, set in YAML)
+    #: and the target
+    CLI_LINKS = tuple((src, dst) for src, dst in BrainImageDataModule.CLI_LINKS if src != "data.embed_dim") + (
+        ("data.target_shape", "model.init_args.target_shape"), ("data.target", "model.init_args.target"),
+        ("data.vae", "model.init_args.vae"))
+
     def __init__(self, root: str, image_size: int = 32, target: str = "pixels", vae: str | None = None,
                  target_cache: str | None = None, target_batch_size: int = 16, target_device: str = "auto",
                  progress_bar: bool = True, **kwargs: Any) -> None:
@@ -207,27 +213,8 @@ class LowLevelDataModule(BrainImageDataModule):
         return self.targets[self.sets["train"].stim_rows].mean(0)
 
     # -- loaders --------------------------------------------------------------------------------
-    def _wrapped_loader(self, which: str, shuffle: bool) -> DataLoader:
-        hp = self.hparams
-        ds = _WithTargets(self.sets[which], self.targets)
-        kw: dict[str, Any] = {"num_workers": hp.num_workers, "pin_memory": torch.cuda.is_available(),
-                              "persistent_workers": hp.num_workers > 0}
-        if shuffle:
-            return DataLoader(ds, batch_size=hp.batch_size, sampler=EpochSeededSampler(len(ds), hp.seed),
-                              drop_last=len(ds) > hp.batch_size, **kw)
-        return DataLoader(ds, batch_size=hp.eval_batch_size, shuffle=False, **kw)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._wrapped_loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._wrapped_loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._wrapped_loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._wrapped_loader("test", shuffle=False)
+    def _dataset(self, which: str) -> Dataset:
+        return _WithTargets(self.sets[which], self.targets)
 
     def describe(self) -> dict[str, Any]:
         """The parent's description plus the low-level target."""

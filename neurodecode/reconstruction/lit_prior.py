@@ -280,6 +280,11 @@ class PriorModule(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "test")
 
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Sampled (or predicted) raw teacher embeddings of a batch, seeded by the batch index."""
+        emb = self.prior.sample(batch["brain"], seed=int(self.hparams.seed) * 100_003 + batch_idx, progress=False)
+        return {"embedding": emb, "stim": batch["stim"], "subject": batch["subject"]}
+
     def _sample_now(self, stage: str) -> bool:
         if stage == "test" or self.kind == "aligner":
             return True

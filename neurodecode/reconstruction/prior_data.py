@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from neurodecode.training.data import BrainImageDataModule
-from neurodecode.training.sets import EpochSeededSampler, TrialSet
+from neurodecode.training.sets import TrialSet, make_loader
 from neurodecode.utils import UserError, atomic_path, logger, progress
 
 __all__ = ["PriorDataModule", "EmbeddingPairs", "encoder_info", "load_encoder", "test_embeddings"]
@@ -228,6 +228,10 @@ class PriorDataModule(L.LightningDataModule):
         Seed of the training order.
     """
 
+    #: what ``neurodecode fit`` links from this data module into the model (see cli/lightning.py)
+    CLI_LINKS = (("data.brain_dim", "model.init_args.brain_dim"), ("data.target_dim", "model.init_args.target_dim"),
+                 ("data.normalize_targets", "model.init_args.normalize_targets"))
+
     def __init__(self, encoder: str, root: str | None = None, teacher: str | None = None, layer: str | None = None,
                  normalize_targets: bool = False, batch_size: int = 1024, eval_batch_size: int | None = None,
                  num_workers: int = 0, val_fraction: float | None = None, average_train_reps: bool | None = None,
@@ -285,6 +289,11 @@ class PriorDataModule(L.LightningDataModule):
     def test_subjects(self) -> list[str]:
         """The subjects of the test set."""
         return self.data.test_subjects
+
+    @property
+    def dataset(self):
+        """The prepared dataset (stimulus table, trial stores) of the encoder's data."""
+        return self.data.dataset
 
     # -- brain embeddings (cached) ----------------------------------------------------------
     def cache_path(self, which: str) -> Path:
@@ -397,12 +406,8 @@ class PriorDataModule(L.LightningDataModule):
 
     def _loader(self, which: str, shuffle: bool) -> DataLoader:
         hp = self.hparams
-        ds = self.pairs[which]
-        kw: dict[str, Any] = {"num_workers": hp.num_workers, "persistent_workers": hp.num_workers > 0}
-        if shuffle:
-            return DataLoader(ds, batch_size=hp.batch_size, sampler=EpochSeededSampler(len(ds), hp.seed),
-                              drop_last=len(ds) > hp.batch_size, **kw)
-        return DataLoader(ds, batch_size=hp.eval_batch_size or hp.batch_size, shuffle=False, **kw)
+        return make_loader(self.pairs[which], shuffle=shuffle, batch_size=hp.batch_size,
+                           eval_batch_size=hp.eval_batch_size, seed=hp.seed, num_workers=hp.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -48,16 +48,26 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from neurodecode.io.channels import resolve_channels
 from neurodecode.io.prepared import PreparedDataset, open_prepared
-from neurodecode.training.sets import EpochSeededSampler, TrialSet
+from neurodecode.training.sets import TrialSet, make_loader
 from neurodecode.utils import check_option, logger
 
 PROTOCOLS = ("intra", "loso", "joint")
 NORMALIZE = ("zscore", "none")
+ENCODER_LINKS: tuple[tuple[str, str], ...] = (
+    ("data.n_chans", "model.init_args.encoder.init_args.n_chans"),
+    ("data.n_times", "model.init_args.encoder.init_args.n_times"),
+    ("data.n_voxels", "model.init_args.encoder.init_args.n_voxels"),
+    ("data.sfreq", "model.init_args.encoder.init_args.sfreq"),
+    ("data.chs_info", "model.init_args.encoder.init_args.chs_info"),
+    ("data.n_subjects", "model.init_args.encoder.init_args.n_subjects"),
+    ("data.embed_dim", "model.init_args.encoder.init_args.n_outputs"),
+    ("data.n_chans", "model.init_args.n_chans"),
+    ("data.n_voxels", "model.init_args.n_voxels"),
+)
 
 
 class BrainImageDataModule(L.LightningDataModule):
@@ -111,6 +121,10 @@ class BrainImageDataModule(L.LightningDataModule):
     seed : int
         Seed of the training order (each epoch's order depends only on the seed and the epoch).
     """
+
+    #: what ``neurodecode fit`` links from this data module into the model: the data's shape into the
+    #: encoder (and the closed-form models), so that no YAML repeats it
+    CLI_LINKS: tuple[tuple[str, str], ...] = ENCODER_LINKS
 
     def __init__(
         self,
@@ -376,15 +390,14 @@ class BrainImageDataModule(L.LightningDataModule):
         return self._stats
 
     # -- loaders ------------------------------------------------------------------------------
+    def _dataset(self, which: str) -> Dataset:
+        """The set a loader serves (a subclass may wrap it, e.g. to add targets)."""
+        return self.sets[which]
+
     def _loader(self, which: str, shuffle: bool) -> DataLoader:
         hp = self.hparams
-        ds = self.sets[which]
-        kw: dict[str, Any] = {"num_workers": hp.num_workers, "pin_memory": torch.cuda.is_available(),
-                              "persistent_workers": hp.num_workers > 0}
-        if shuffle:
-            return DataLoader(ds, batch_size=hp.batch_size, sampler=EpochSeededSampler(len(ds), hp.seed),
-                              drop_last=len(ds) > hp.batch_size, **kw)
-        return DataLoader(ds, batch_size=hp.eval_batch_size, shuffle=False, **kw)
+        return make_loader(self._dataset(which), shuffle=shuffle, batch_size=hp.batch_size,
+                           eval_batch_size=hp.eval_batch_size, seed=hp.seed, num_workers=hp.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from neurodecode.io.store import TrialStore
 
@@ -144,3 +144,16 @@ class EpochSeededSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
+
+
+def make_loader(ds: Dataset, *, shuffle: bool, batch_size: int, eval_batch_size: int | None = None, seed: int = 0,
+                num_workers: int = 0) -> DataLoader:
+    """The house DataLoader: training order from :class:`EpochSeededSampler` (each epoch's order depends
+    only on the seed and the epoch; the last incomplete batch dropped when there is more than one), and
+    evaluation in order with ``eval_batch_size`` (default ``batch_size``)."""
+    kw: dict[str, Any] = {"num_workers": num_workers, "pin_memory": torch.cuda.is_available(),
+                          "persistent_workers": num_workers > 0}
+    if shuffle:
+        return DataLoader(ds, batch_size=batch_size, sampler=EpochSeededSampler(len(ds), seed),
+                          drop_last=len(ds) > batch_size, **kw)
+    return DataLoader(ds, batch_size=eval_batch_size or batch_size, shuffle=False, **kw)
