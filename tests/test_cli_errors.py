@@ -3,6 +3,7 @@ the traceback only with --debug; bad paths fail before torch is imported."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import torch
 import yaml
 
 from neurodecode.cli.main import is_user_error, main
+from neurodecode.utils import UserError
 
 CONFIG = Path(__file__).resolve().parents[1] / "neurodecode" / "configs" / "sim" / "eeg_atm.yaml"
 
@@ -181,3 +183,13 @@ def test_every_model_config_states_its_logger():
             continue
         logger = yaml.safe_load(f.read_text())["trainer"].get("logger")
         assert isinstance(logger, dict) and logger["class_path"].startswith("lightning.pytorch.loggers."), f
+
+
+def test_debug_holds_for_one_command_only(monkeypatch, capsys):
+    """``--debug`` shows one command's traceback; the next call in the same process is back to one line."""
+    monkeypatch.delenv("NEURODECODE_DEBUG", raising=False)
+    with pytest.raises(UserError):
+        main(["--debug", "fit", "-c", "missing.yaml"])
+    assert "NEURODECODE_DEBUG" not in os.environ
+    assert main(["fit", "-c", "missing.yaml"]) == 2
+    assert "missing.yaml" in capsys.readouterr().err

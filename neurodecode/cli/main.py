@@ -184,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(argv)
     argv = [a for a in argv if a != "--debug"]
+    before = os.environ.get("NEURODECODE_DEBUG")
     if debug:
         os.environ["NEURODECODE_DEBUG"] = "1"  # DDP workers re-run the command line without --debug
     name = argv[0] if argv else ""
@@ -200,6 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"neurodecode {name}: error: {_message(err)}".replace(" : ", ": "), file=sys.stderr)
         return 2
+    finally:  # --debug holds for this command only (main may be called again in the same process)
+        if before is None:
+            os.environ.pop("NEURODECODE_DEBUG", None)
+        else:
+            os.environ["NEURODECODE_DEBUG"] = before
 
 
 def _dispatch(argv: list[str]) -> int:
