@@ -77,3 +77,25 @@ def make_sim(root: Path, **kw) -> Path:
 def sim_eeg(tmp_path_factory) -> Path:
     """2 subjects of simulated EEG at 100 Hz with a feature-teacher cache (read-only: copy to modify)."""
     return make_sim(tmp_path_factory.mktemp("sim_eeg_cached"))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(sim_eeg, tmp_path_factory) -> Path:
+    """A 1-epoch MLP encoder (32-d, test:features teacher, joint protocol) trained on ``sim_eeg``: its last.ckpt."""
+    import yaml
+
+    from neurodecode.cli.lightning import run_lightning_cli
+
+    tmp = tmp_path_factory.mktemp("prior_encoder")
+    cfg = {
+        "seed_everything": 0, "test_after_fit": False,
+        "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1, "logger": False,
+                    "enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": str(tmp / "run")},
+        "model": {"class_path": "neurodecode.training.lit.AlignmentModule",
+                  "init_args": {"encoder": {"class_path": "neurodecode.encoders.MLP",
+                                            "init_args": {"hidden_sizes": [32]}}, "lr": 3e-3}},
+        "data": {"root": str(sim_eeg), "teacher": FEATURE_TEACHER, "batch_size": 32, "protocol": "joint"},
+    }
+    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run_lightning_cli("fit", ["-c", str(tmp / "config.yaml")])
+    return tmp / "run" / "checkpoints" / "last.ckpt"

@@ -118,6 +118,15 @@ def test_interrupted_demo_resumes_and_finishes(tmp_path):
     assert "resuming the interrupted training from" in second.stdout and "(1 epoch(s) complete)" in second.stdout
     assert "[fit] finished in" in second.stdout and ": 3 epochs" in second.stdout
     assert "neurodecode demo finished" in second.stdout and "zero-shot top-1" in second.stdout
+    # the reconstruction stages ran: prior and generator trained and exported, the images drawn and scored
+    assert "[prior] exported" in second.stdout and "[generator] exported" in second.stdout
+    assert "two-way identification (EfficientNet-lite0)" in second.stdout and "ceiling" in second.stdout
+    recon = out / "reconstruction"
+    assert (recon / "gallery.png").is_file() and len(list((recon / "images").rglob("*.png"))) == 20
+    report = (out / "report.md").read_text()
+    assert "![reconstruction gallery](reconstruction/gallery.png)" in report and "| EfficientNet-lite0 ↑ |" in report
+    assert "A smoke run" in report and "| diffusion" in report and "| aligner" in report
+    assert "validation, aligner prior: cosine" in second.stdout
     resumed = torch.load(out / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["epoch"] == 2
 
@@ -133,7 +142,7 @@ def test_interrupted_demo_resumes_and_finishes(tmp_path):
     # run again: nothing is redone, the closing table still says what each stage did
     third = _demo(out, cfg)
     assert third.returncode == 0
-    for stage in ("simulate", "fit", "evaluate", "export"):
+    for stage in ("simulate", "fit", "evaluate", "export", "prior", "aligner", "generator", "reconstruct"):
         assert f"[{stage}] done before" in third.stdout
     assert "(done before)" in third.stdout and "mean_top1" in third.stdout
 

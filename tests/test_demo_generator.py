@@ -178,7 +178,7 @@ def test_fit_with_the_packaged_config_checkpoint_and_export(sim_eeg, tmp_path):
     from neurodecode.cli.checks import packaged_config
     from neurodecode.cli.lightning import run_cli
     from neurodecode.reconstruction.generator_data import GeneratorDataModule
-    from neurodecode.reconstruction.lit_generator import GeneratorModule, export_generator
+    from neurodecode.reconstruction.lit_generator import GeneratorModule
 
     root = tmp_path / "run"
     tiny = [f"--model.{k}={json.dumps(v)}" for k, v in TINY_MODULE.items()]
@@ -204,8 +204,11 @@ def test_fit_with_the_packaged_config_checkpoint_and_export(sim_eeg, tmp_path):
     again = _trainer(tmp_path / "v2").validate(GeneratorModule.load_from_checkpoint(ckpt, weights_only=True), dm,
                                                verbose=False)[0]["val/loss"]
     assert first == pytest.approx(again, rel=1e-5)
-    # export; the folder and the checkpoint give the same images
-    out = export_generator(ckpt, tmp_path / "exported")
+    # `neurodecode export` tells a generator checkpoint and exports it; folder and checkpoint give the same images
+    from neurodecode.cli.main import main
+
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "exported")]) == 0
+    out = tmp_path / "exported"
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["teacher"]["spec"] == "test:features" and cfg["output_size"] == 64 and cfg["image_size"] == 16
     assert cfg["sampling"] == {"sampler": "ddim", "steps": 3, "guidance": 2.0}

@@ -28,6 +28,26 @@ def test_retrieval_report_notebook_executes(tmp_path, monkeypatch):
     assert "error" not in {o.get("output_type") for c in nb.cells for o in c.get("outputs", [])}
 
 
+@pytest.mark.slow
+def test_reconstruction_gallery_notebook_executes(tmp_path, monkeypatch):
+    jupytext = pytest.importorskip("jupytext")
+    nbclient = pytest.importorskip("nbclient")
+    nb = jupytext.read(NOTEBOOKS / "reconstruction_gallery.py")
+    monkeypatch.setenv("NEURODECODE_NOTEBOOK_WORK", str(tmp_path / "work"))
+    monkeypatch.setenv("NEURODECODE_NO_PROGRESS", "1")
+    client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    recon = tmp_path / "work" / "recon"
+    for name in ("gallery.png", "report.md", "images", "ceiling", "chance"):
+        assert (recon / name).exists(), name
+    n_images = len(list((recon / "images").rglob("*.png")))
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "encoder  top-1" in outputs and "EfficientNet-lite0" in outputs and n_images == 2 * 20
+    assert "image/png" in str([o.get("data", {}).keys() for c in nb.cells for o in c.get("outputs", [])])
+    assert "error" not in {o.get("output_type") for c in nb.cells for o in c.get("outputs", [])}
+
+
 def test_notebooks_have_no_committed_outputs():
     # jupytext percent files hold code and markdown only; no .ipynb with outputs is committed
     assert not list(NOTEBOOKS.glob("*.ipynb"))

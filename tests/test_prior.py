@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from conftest import FEATURE_TEACHER
 from torch.utils.data import DataLoader, Dataset
 
@@ -254,27 +253,8 @@ def test_normalized_targets_are_sampled_back_in_raw_space(linear_problem):
 # --------------------------------------------------------------------------------------------------
 # the data module on the simulated data set, with a tiny trained encoder
 # --------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_encoder(sim_eeg, tmp_path_factory) -> Path:
-    from neurodecode.cli.lightning import run_lightning_cli
-
-    tmp = tmp_path_factory.mktemp("prior_encoder")
-    cfg = {
-        "seed_everything": 0, "test_after_fit": False,
-        "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1, "logger": False,
-                    "enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": str(tmp / "run")},
-        "model": {"class_path": "neurodecode.training.lit.AlignmentModule",
-                  "init_args": {"encoder": {"class_path": "neurodecode.encoders.MLP",
-                                            "init_args": {"hidden_sizes": [32]}}, "lr": 3e-3}},
-        "data": {"root": str(sim_eeg), "teacher": FEATURE_TEACHER, "batch_size": 32, "protocol": "joint"},
-    }
-    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
-    run_lightning_cli("fit", ["-c", str(tmp / "config.yaml")])
-    return tmp / "run" / "checkpoints" / "last.ckpt"
-
-
 def test_prior_data_embeds_only_training_trials_and_caches(tiny_encoder, sim_eeg, tmp_path, monkeypatch):
-    from neurodecode.reconstruction.prior_data import PriorDataModule, test_embeddings
+    from neurodecode.reconstruction.prior_data import PriorDataModule
     from neurodecode.training.lit import load_alignment_checkpoint
 
     dm = PriorDataModule(str(tiny_encoder), batch_size=64, cache_dir=str(tmp_path / "cache"), progress=False)
@@ -311,10 +291,12 @@ def test_prior_data_embeds_only_training_trials_and_caches(tiny_encoder, sim_eeg
     torch.testing.assert_close(again.pairs["train"].brain, dm.pairs["train"].brain)
     monkeypatch.undo()
     # test embeddings: repetitions averaged, one row per (subject, test image), stimulus ids given
-    te = test_embeddings(tiny_encoder, cache_dir=tmp_path / "cache", progress=False)
+    te = again.test_embeddings()
     assert set(te["stimulus_id"]) == test_ids and len(te["embedding"]) == 2 * len(test_ids)
     assert sorted(set(te["subject_label"])) == ["01", "02"]
-    avg = test_embeddings(tiny_encoder, cache_dir=tmp_path / "cache", progress=False, average_subjects=True)
+    avg = again.test_embeddings(average_subjects=True)
+    x_test = again.test_responses()
+    assert x_test.shape == (len(te["embedding"]), *ts.signals(0).shape)
     assert len(avg["embedding"]) == len(test_ids)
     row = avg["stim_row"][0]
     np.testing.assert_allclose(avg["embedding"][0], te["embedding"][te["stim_row"] == row].mean(0), rtol=1e-5)

@@ -127,6 +127,31 @@ def test_two_way_identification_perfect_shuffled_and_brute_force():
     assert 0.6 < np.mean(brute) < 1.0
 
 
+def test_identification_permutation_test():
+    from neurodecode.evaluation.recon_stats import identification_from_corr, identification_permutation_test
+
+    rng = np.random.default_rng(1)
+    truth = rng.standard_normal((40, 32))
+    t = (truth - truth.mean(1, keepdims=True)) / truth.std(1, keepdims=True)
+
+    def corr(recon):
+        r = (recon - recon.mean(1, keepdims=True)) / recon.std(1, keepdims=True)
+        return t @ r.T / truth.shape[1]
+
+    informative = [corr(truth + 2.0 * rng.standard_normal(truth.shape)) for _ in range(2)]
+    res = identification_permutation_test(informative, n_permutations=200, seed=0)
+    assert res["observed"] > 0.65 and res["p"] == pytest.approx(1 / 201)  # no draw reaches the true pairing
+    assert abs(res["null_mean"] - 0.5) < 0.02
+    noise = [corr(rng.standard_normal(truth.shape)) for _ in range(2)]  # no information: p is not small
+    ps = [identification_permutation_test(noise, n_permutations=200, seed=s)["p"] for s in range(3)]
+    assert min(ps) > 0.01
+    # the observed value equals the metric computed from the features
+    recon = truth + 2.0 * rng.standard_normal(truth.shape)
+    got = identification_permutation_test([corr(recon)], n_permutations=10)["observed"]
+    assert got == pytest.approx(two_way_identification(recon, truth))
+    np.testing.assert_allclose(identification_from_corr(corr(recon)), two_way_identification(recon, truth, per_image=True))
+
+
 def test_correlation_distance_matches_scipy():
     from scipy.spatial.distance import correlation
 
@@ -174,6 +199,7 @@ def test_efficientnet_lite0_identification_and_skipped_networks():
     assert e["rounds"][0] == 1.0  # perfect reconstructions
     assert e["rounds"][1] > 0.75  # a slightly blurred copy is still identified
     assert e["best_of_k"] == 1.0 and e["chance"] == 0.5 and e["kind"] == "two_way"
+    assert e["vs_chance"]["observed"] == pytest.approx(e["mean"]) and 0 < e["vs_chance"]["p"] <= 1
     assert res["protocol"]["networks"]["efficientnet-lite0"]["input_size"] == 224
     assert set(res["skipped"]) == {"alexnet2", "swav"}
     assert "NEURODECODE_ALEXNET_WEIGHTS" in res["skipped"]["alexnet2"] and "alexnet-owt" in res["skipped"]["alexnet2"]

@@ -1,6 +1,6 @@
 """``neurodecode demo``: the whole pipeline on simulated EEG, on a laptop CPU, with no download.
 
-Each stage (simulate, fit, evaluate, export) counts as done only when it completed: its marker
+Each stage (simulate, fit, evaluate, export, prior, generator, reconstruct) counts as done only when it completed: its marker
 (``<out>/stages/<stage>.done.json``, :mod:`neurodecode.cli.stages`) is written last and holds the hash
 of the stage's configuration and of the stages before it. Run again, the demo skips what is done,
 resumes an interrupted fit from its last complete epoch (``--ckpt_path last``) and redoes a stage whose
@@ -10,11 +10,13 @@ configuration changed (``--epochs``, ``--teacher``, ``--config``, ``--quick``) a
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from pathlib import Path
 
-HELP = "Run the end-to-end demo: simulate EEG, train ATM, evaluate (report + figures) and export, offline."
+HELP = ("Run the end-to-end demo offline: simulate EEG, train ATM, evaluate, export, then reconstruct the images "
+        "(prior + generator).")
 DESCRIPTION = """\
 The whole pipeline on data that need no download:
   1. simulate   4 subjects of 63-channel EEG at 125 Hz + procedurally drawn object images
@@ -22,10 +24,18 @@ The whole pipeline on data that need no download:
                 feature space, the checkpoint chosen on validation concepts
   3. evaluate   zero-shot retrieval with CIs, time-resolved decoding, ablation, report.md, figures
   4. export     config.json + model.safetensors
-Everything goes under --out (about 0.5 GB). A stage counts as done only when it finished: run the demo
-again after an interruption and it resumes training from the last complete epoch; change --epochs or
---teacher and it redoes the stages that depend on them. Each stage prints its time, and a closing
-table sums them up (about 2 minutes on an idle 2-core machine; --quick: a smoke run of well under a minute).
+  5. prior      configs/sim/prior.yaml: a diffusion prior from the encoder's embeddings of the training
+                trials to the teacher's image embeddings (validated on the encoder's validation concepts)
+  6. generator  configs/sim/generator.yaml: the demo generator, a small embedding-conditioned diffusion
+                model trained on the training images (the test images stay novel)
+  7. reconstruct  sub-01's test images drawn back from the brain signal: images, metrics (PixCorr, SSIM,
+                two-way identification with efficientnet-lite0) beside the generator's ceiling and chance,
+                gallery.png and report.md
+Everything goes under --out (about 0.5 GB); --out/report.md shows the key numbers and the gallery. A stage
+counts as done only when it finished: run the demo again after an interruption and it resumes training from
+the last complete epoch; change --epochs or --teacher and it redoes the stages that depend on them. Each
+stage prints its time, and a closing table sums them up (8.5 minutes measured on a busy 2-core machine;
+--quick / --small: a smoke run of about a minute).
 """
 
 # the default simulation at 125 Hz (not 250): the simulated responses (1/f and ~10 Hz alpha background,
@@ -38,6 +48,15 @@ QUICK_SIMULATION = {"n_subjects": 2, "n_train_concepts": 60, "n_test_concepts": 
 QUICK_EPOCHS = 3
 QUICK_EVALUATION = {"n_boot": 200, "n_permutations": 100}
 CONFIG = "sim/eeg_atm.yaml"
+PRIOR_CONFIG = "sim/prior.yaml"
+GENERATOR_CONFIG = "sim/generator.yaml"
+# the demo generator trains on the demo's 750 training images for DEMO_GENERATOR_EPOCHS epochs
+DEMO_GENERATOR_EPOCHS = 16
+DEMO_RECONSTRUCTION = {"n_samples": 2, "reference_samples": 1}
+QUICK_PRIOR_EPOCHS = 3
+ALIGNER_NET = {"width": 512, "n_blocks": 2}  # the MLP aligner, trained beside the diffusion prior
+QUICK_GENERATOR_EPOCHS = 1
+QUICK_RECONSTRUCTION = {"n_samples": 1, "reference_samples": 1}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,9 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", default="sim:features",
                         help="teacher spec (default sim:features; efficientnet-lite0 uses real ImageNet weights)")
     parser.add_argument("--epochs", type=int, default=None, help="override the config's max_epochs")
-    parser.add_argument("--quick", action="store_true",
+    parser.add_argument("--quick", "--small", dest="quick", action="store_true",
                         help=f"a smoke run: 2 small subjects, {QUICK_EPOCHS} epochs; checks that every stage runs, "
                              "its accuracy is expected near chance")
+    parser.add_argument("--no-reconstruction", action="store_true",
+                        help="stop after the export (no prior, generator or reconstruction)")
 
 
 def demo_config_path(given: Path | None = None) -> Path:
@@ -168,13 +189,24 @@ def run(args: argparse.Namespace) -> int:
         book.finish(st)
         _print(f"[export] {path} in {st.seconds:.1f} s")
 
+    recon = None
+    if not args.no_reconstruction:
+        recon = _reconstruction_stages(args, book, out, data, exported, h_sim, h_ex)
+
     total = time.perf_counter() - t0
     disk = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     _print(f"\nneurodecode demo finished in {total:.0f} s (this run); {disk / 2**20:.0f} MB under {out}")
     _print(book.table())
     for line in ev_stage.numbers.get("subject_lines", []):
         _print(line)
-    _print(f"report: {ev / 'report.md'}; exported model: {exported}")
+    if recon is not None:
+        for line in recon.numbers.get("summary", []):
+            _print(line)
+    from neurodecode.reporting.demo_report import write_demo_report
+
+    report = write_demo_report(out, book.table(), ev_stage.numbers.get("subject_lines", []), ev / "report.md",
+                               out / "reconstruction" if recon is not None else None, quick=bool(args.quick))
+    _print(f"report: {report} (evaluation: {ev / 'report.md'}); exported model: {exported}")
     if args.quick:
         _print("(a smoke run: these numbers are expected near chance; run without --quick for the real demo)")
     from neurodecode.utils import atomic_write_json
@@ -184,6 +216,76 @@ def run(args: argparse.Namespace) -> int:
         "stages": [{"stage": s.name, "seconds": s.seconds, "done_before": s.reused, "numbers": s.numbers}
                    for s in book.stages]})
     return 0
+
+
+def _reconstruction_stages(args: argparse.Namespace, book, out: Path, data: Path, exported: Path, h_sim: str,
+                           h_ex: str):
+    """Stages 5-7: the prior, the demo generator (each trained and exported), and the reconstruction."""
+    from neurodecode.cli.checks import packaged_config
+    from neurodecode.cli.demo_fit import export_stage
+    from neurodecode.cli.stages import Stage, config_hash
+
+    quick = bool(args.quick)
+    prior_cfg, gen_cfg = packaged_config(PRIOR_CONFIG), packaged_config(GENERATOR_CONFIG)
+    prior_epochs = QUICK_PRIOR_EPOCHS if quick else None
+    conf = {"config": prior_cfg.read_text(), "epochs": prior_epochs}
+    h_prior = config_hash(conf, (h_ex,))
+    extra = ["--data.encoder", str(exported), "--data.progress", "false"]
+    if prior_epochs is not None:
+        extra += ["--trainer.max_epochs", str(prior_epochs)]
+    prior_dir = export_stage(book, "prior", h_prior, conf, prior_cfg, out / "prior_run", extra,
+                             out / "prior_exported", "prior")
+    extra += ["--model.init_args.kind", "aligner", "--model.init_args.net", json.dumps(ALIGNER_NET)]
+    h_aligner = config_hash({**conf, "kind": "aligner", "net": ALIGNER_NET}, (h_ex,))
+    aligner_dir = export_stage(book, "aligner", h_aligner, conf, prior_cfg, out / "aligner_run", extra,
+                               out / "aligner_exported", "prior")
+    gen_epochs = QUICK_GENERATOR_EPOCHS if quick else DEMO_GENERATOR_EPOCHS
+    conf = {"config": gen_cfg.read_text(), "teacher": args.teacher, "epochs": gen_epochs}
+    h_gen = config_hash(conf, (h_sim,))
+    extra = ["--data.root", str(data), "--data.teacher", args.teacher, "--trainer.max_epochs", str(gen_epochs)]
+    gen_dir = export_stage(book, "generator", h_gen, conf, gen_cfg, out / "generator_run", extra,
+                           out / "generator_exported", "generator")
+
+    settings = QUICK_RECONSTRUCTION if quick else DEMO_RECONSTRUCTION
+    rec_out = out / "reconstruction"
+    h_rec = config_hash(settings, (h_prior, h_aligner, h_gen))
+    marker = book.done("reconstruct", h_rec)
+    if marker and (rec_out / "metrics.json").is_file():
+        _print(f"[reconstruct] done before ({rec_out}), skipped")
+        return book.reuse("reconstruct", marker)
+    import shutil
+    import time
+
+    from neurodecode.cli.reconstruct import summary_lines
+    from neurodecode.reporting.reconstruct import reconstruct
+
+    if not book.started("reconstruct", h_rec) and rec_out.exists():
+        shutil.rmtree(rec_out)  # images of another prior or generator; an interrupted run keeps its images
+    book.start("reconstruct", h_rec, settings)
+    ts = time.perf_counter()
+    # the prior whose predictions lie closest to the image embeddings on the VALIDATION concepts (cosine):
+    # the generator draws from the embedding itself, so closeness, not ranking, is what it needs
+    from neurodecode.reconstruction.pipeline import validate_priors
+
+    val = validate_priors(exported, {"diffusion": prior_dir, "aligner": aligner_dir}, device="cpu")
+    chosen = max(val, key=lambda k: val[k]["cosine"])
+    for name, v in val.items():
+        _print(f"[reconstruct] validation, {name} prior: cosine {v['cosine']:.3f}, top-1 {v['top1']:.1%} "
+               f"({v['n_candidates']}-way){' <- chosen (higher cosine)' if name == chosen else ''}")
+    _print(f"[reconstruct] encoder -> {chosen} prior -> generator, sub-01's test images -> {rec_out}")
+    result = reconstruct(exported, prior_dir if chosen == "diffusion" else aligner_dir, f"demo:{gen_dir}", rec_out,
+                         networks=["efficientnet-lite0"], device="cpu", **settings)
+    summary = summary_lines(result).splitlines()
+    st = Stage("reconstruct", h_rec, time.perf_counter() - ts, {
+        "two_way": f"{result['metrics']['efficientnet-lite0']['mean']:.1%}" if "efficientnet-lite0" in
+        result["metrics"] else "skipped", "prior": chosen, "summary": summary, "prior_validation": val})
+    from neurodecode.utils import atomic_write_json
+
+    atomic_write_json(rec_out / "prior_validation.json", {"chosen": chosen, "rule": "higher validation cosine",
+                                                          "priors": val})
+    book.finish(st, settings)
+    _print(f"[reconstruct] finished in {st.seconds:.0f} s")
+    return st
 
 
 def _key_numbers(metrics: dict) -> dict:

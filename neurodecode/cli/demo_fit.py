@@ -1,4 +1,4 @@
-"""One resumable ``neurodecode fit`` stage of the demo (the encoder, the prior, the generator).
+"""One resumable ``neurodecode fit`` stage of the demo (the encoder, the prior, the generator), and its export.
 
 The stage is done when its marker holds the hash of its configuration; started with the same hash and
 interrupted, it resumes from ``<run>/checkpoints/last.ckpt`` (``--ckpt_path last``); started with another
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["fit_stage"]
+__all__ = ["export_stage", "fit_stage"]
 
 
 def _print(msg: str) -> None:
@@ -70,3 +70,43 @@ def fit_stage(book: Any, name: str, h: str, conf: dict[str, Any], config_path: P
     _print(f"[{name}] finished in {st.seconds:.0f} s: {numbers['epochs']} epochs"
            f"{' (early stop)' if numbers['early_stop'] else ''}, chose {best.name}")
     return st
+
+
+def export_stage(book: Any, name: str, h: str, conf: dict[str, Any], config_path: Path, run_dir: Path,
+                 extra: Sequence[str], export_dir: Path, kind: str) -> Path:
+    """:func:`fit_stage`, then export its chosen checkpoint into ``export_dir`` (a prior or a generator).
+
+    Done before (same hash, exported folder complete): nothing is redone. Trained but not exported (an
+    interruption between the two): only the export runs.
+
+    Parameters
+    ----------
+    kind : {"prior", "generator"}
+        What the checkpoint holds.
+
+    Returns
+    -------
+    export_dir : Path
+    """
+    import time
+
+    from neurodecode.reconstruction.lit_generator import export_generator
+    from neurodecode.reconstruction.prior import export_prior
+
+    marker = book.done(name, h)
+    if marker and (export_dir / "config.json").is_file() and (export_dir / "model.safetensors").is_file():
+        book.reuse(name, marker)
+        _print(f"[{name}] done before ({export_dir}), skipped")
+        return export_dir
+    if marker and Path(marker["numbers"].get("best_checkpoint", "")).is_file():
+        st = book.reuse(name, marker)
+        _print(f"[{name}] trained before; exporting")
+    else:
+        st = fit_stage(book, name, h, conf, config_path, run_dir, extra)
+    ts = time.perf_counter()
+    for f in ("config.json", "model.safetensors"):  # the config is written last: a half export is redone
+        (export_dir / f).unlink(missing_ok=True)
+    (export_prior if kind == "prior" else export_generator)(st.numbers["best_checkpoint"], export_dir)
+    _print(f"[{name}] exported {Path(st.numbers['best_checkpoint']).name} -> {export_dir} in "
+           f"{time.perf_counter() - ts:.1f} s")
+    return export_dir

@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _parse_networks(value: str) -> list[str]:
+def parse_networks(value: str) -> list[str]:
     from neurodecode.evaluation.feature_nets import DEFAULT_NETWORKS, network_families
 
     v = value.strip().lower()
@@ -59,7 +59,7 @@ def _parse_networks(value: str) -> list[str]:
     return names
 
 
-def _parse_weights(items: list[str]) -> dict[str, str]:
+def parse_weights(items: list[str]) -> dict[str, str]:
     from neurodecode.evaluation.feature_nets import NETWORKS
     from neurodecode.utils import UserError
 
@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out {args.out} is a file; give a folder for metrics.json and report.md.")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}.")
-    networks = _parse_networks(args.networks)
-    weights = _parse_weights(args.weights)
+    networks = parse_networks(args.networks)
+    weights = parse_weights(args.weights)
 
     from neurodecode.evaluation.recon_files import match_reconstructions
 
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
           + (f" ({len(matched.ignored)} other file(s) ignored)" if matched.ignored else ""))
 
     from neurodecode.evaluation.recon_metrics import score_reconstructions
-    from neurodecode.reporting.recon_report import metric_rows, write_recon_report
+    from neurodecode.reporting.recon_report import write_recon_report
     from neurodecode.utils import atomic_write_json
 
     result = score_reconstructions(matched.recons, matched.truths, networks, args.device, weights=weights,
@@ -108,6 +108,15 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_json(args.out / "metrics.json", result)
     atomic_write_json(args.out / "per_stimulus.json", {"samples": matched.samples, "values": per_stimulus})
     write_recon_report(result, args.out)
+
+    print_metrics(result)
+    print(f"metrics.json, per_stimulus.json and report.md -> {args.out}")
+    return 0
+
+
+def print_metrics(result: dict) -> None:
+    """Print the metrics table of a :func:`score_reconstructions` result and the skipped networks' reasons."""
+    from neurodecode.reporting.recon_report import metric_rows
 
     rows = metric_rows(result)
     k = result["n_samples"]
@@ -123,5 +132,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {', '.join(names)}: {short}")
     if by_reason:
         print("(the reasons in full: metrics.json, 'skipped')")
-    print(f"metrics.json, per_stimulus.json and report.md -> {args.out}")
-    return 0

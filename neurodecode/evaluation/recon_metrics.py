@@ -406,6 +406,7 @@ def score_reconstructions(recons: Mapping[str, Sequence[Any]], truths: Mapping[s
         load_feature_extractor,
         network_families,
     )
+    from neurodecode.evaluation.recon_stats import identification_permutation_test
     from neurodecode.teachers.models import resolve_device
 
     ids, k = _check_inputs(recons, truths)
@@ -431,6 +432,7 @@ def score_reconstructions(recons: Mapping[str, Sequence[Any]], truths: Mapping[s
 
     active = [NETWORKS[n] for n in names if n not in skipped]
     per: dict[str, np.ndarray] = {m: np.zeros((k, len(ids))) for m in [*_LOW_LEVEL, *(n.name for n in active)]}
+    corrs: dict[str, list[np.ndarray]] = {}
     for s in progress(range(k), enabled=progress_bar, desc="scoring rounds", leave=False):
         rec_t = images_to_tensor([_samples(recons, sid)[s] for sid in ids], what=f"recons (sample {s})").to(device)
         per["pixcorr"][s] = pixcorr(rec_t, truth_t, per_image=True)
@@ -442,6 +444,9 @@ def score_reconstructions(recons: Mapping[str, Sequence[Any]], truths: Mapping[s
             f = by_family[n.family][n.layer]
             fn = two_way_identification if n.kind == "two_way" else correlation_distance
             per[n.name][s] = fn(f, truth_feats[n.name], per_image=True)
+            if n.kind == "two_way":  # kept for the permutation test against chance
+                corrs.setdefault(n.name, []).append((_zscore(truth_feats[n.name].flatten(1)) @ _zscore(
+                    f.flatten(1).to(truth_feats[n.name].device)).T).cpu().numpy())
         del rec_t, by_family
 
     metrics: dict[str, Any] = {}
@@ -451,6 +456,8 @@ def score_reconstructions(recons: Mapping[str, Sequence[Any]], truths: Mapping[s
         higher = n.kind == "two_way"
         metrics[n.name] = {"label": n.label, "kind": n.kind, "higher_is_better": higher,
                            "chance": 0.5 if higher else None, **_summary(per[n.name], higher)}
+        if n.name in corrs and len(ids) > 2:
+            metrics[n.name]["vs_chance"] = identification_permutation_test(corrs[n.name])
     result: dict[str, Any] = {
         "format": METRICS_FORMAT,
         "protocol": _protocol(names, net_protocol, k, len(ids)),
@@ -480,4 +487,6 @@ def _protocol(names: Sequence[str], nets: Mapping[str, Any], k: int, n: int) -> 
         "rounds": f"round k = sample k of every stimulus ({k} rounds, {n} stimuli); mean and sd (ddof=1) over rounds",
         "best_of_k": "per stimulus the best of its samples for each metric separately (chosen with the ground "
                      "truth: an upper bound)",
+        "vs_chance": "two-way identification against chance: one-sided permutation test over the assignment of "
+                     "ground truths to reconstructions (1000 draws, the same for every round)",
     }

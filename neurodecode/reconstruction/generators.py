@@ -29,7 +29,7 @@ from neurodecode.reconstruction.base import Generator
 from neurodecode.teachers.models import resolve_device
 from neurodecode.utils import UserError, logger
 
-__all__ = ["GENERATORS", "GeneratorSpec", "list_generators", "parse_generator_spec", "load_generator",
+__all__ = ["GENERATORS", "GeneratorFactory", "GeneratorSpec", "list_generators", "parse_generator_spec", "load_generator",
            "DEFAULT_SDXL", "DEFAULT_IP_ADAPTER", "DEFAULT_UNCLIP"]
 
 DEFAULT_SDXL = "stabilityai/sdxl-turbo"
@@ -218,3 +218,25 @@ def _keyword_names(*functions) -> list[str]:
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             break
     return names
+
+
+@dataclass(frozen=True)
+class GeneratorFactory:
+    """A picklable recipe for a generator: ``factory(device)`` calls :func:`load_generator` on that device.
+
+    Each rank of a sharded run builds its own generator from it (a pipeline does not travel between
+    processes).
+
+    Parameters
+    ----------
+    spec : str
+        The generator spec.
+    options : tuple of (str, value)
+        Keyword arguments of :func:`load_generator` other than ``device``.
+    """
+
+    spec: str
+    options: tuple[tuple[str, object], ...] = ()
+
+    def __call__(self, device: str = "auto") -> Generator:
+        return load_generator(self.spec, device=device, **dict(self.options))

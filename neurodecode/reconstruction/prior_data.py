@@ -6,7 +6,8 @@ recorded (the checkpoint's data-module hyper-parameters, or the exported ``confi
 ``"datamodule"``), embeds the TRAINING trials with the encoder (no gradients, batched, progress bar) and
 pairs each with the raw teacher embedding of its stimulus. The validation set is the encoder's own
 validation concepts, so the prior's model selection never sees test data; the test set (repetitions
-averaged) is embedded only for ``trainer.test`` and :func:`test_embeddings`, after training.
+averaged) is embedded only for ``trainer.test`` and :meth:`PriorDataModule.test_embeddings`, after
+training.
 
 Brain embeddings are cached in ``cache_dir`` (default: ``prior_cache/`` next to the encoder), one
 ``.npz`` per set, keyed by a hash of the encoder's weights and of the data settings: a rerun does not
@@ -41,7 +42,7 @@ from neurodecode.training.data import BrainImageDataModule
 from neurodecode.training.sets import TrialSet, make_loader
 from neurodecode.utils import UserError, atomic_path, logger, progress
 
-__all__ = ["PriorDataModule", "EmbeddingPairs", "encoder_info", "load_encoder", "test_embeddings"]
+__all__ = ["PriorDataModule", "EmbeddingPairs", "encoder_info", "load_encoder"]
 
 CACHE_VERSION = 1
 # data settings that change which trials a set holds or how they are averaged (part of the cache key)
@@ -452,6 +453,18 @@ class PriorDataModule(L.LightningDataModule):
         out["stimulus_id"] = np.asarray(self.data.dataset.stimuli.stimulus_id)[out["stim_row"]].astype(str)
         return out
 
+    def test_responses(self) -> np.ndarray:
+        """The raw TEST responses (repetitions averaged), in the row order of :meth:`test_embeddings`.
+
+        Returns
+        -------
+        x : numpy.ndarray, float32, (n, n_chans, n_times) or (n, n_voxels)
+        """
+        ts = self._set("test")
+        if ts.data is not None:
+            return ts.data
+        return np.stack([ts.signals(i) for i in range(len(ts))]) if len(ts) else np.zeros((0,), np.float32)
+
     def describe(self) -> dict[str, Any]:
         """What the prior is trained on: targets, data and the encoder (recorded in checkpoints and exports)."""
         info = self.encoder_info
@@ -469,29 +482,3 @@ class PriorDataModule(L.LightningDataModule):
         d.pop("embed_dim", None)
         return d
 
-
-def test_embeddings(encoder: str | Path, root: str | Path | None = None, *, device: str = "auto",
-                    batch_size: int = 256, cache_dir: str | Path | None = None, progress: bool = True,
-                    average_subjects: bool = False) -> dict[str, np.ndarray]:
-    """The encoder's embeddings of the TEST trials of its data (repetitions averaged), with stimulus ids.
-
-    Parameters
-    ----------
-    encoder : str | Path
-        A ``neurodecode fit`` checkpoint or an exported encoder folder.
-    root : str | Path | None
-        The prepared data folder (default: the one the encoder recorded).
-    device, batch_size, cache_dir, progress
-        As :class:`PriorDataModule` (``device``, ``embed_batch_size``, ``cache_dir``, ``progress``).
-    average_subjects : bool
-        One row per test image, averaged over subjects.
-
-    Returns
-    -------
-    out : dict
-        See :meth:`PriorDataModule.test_embeddings`.
-    """
-    dm = PriorDataModule(str(encoder), root=None if root is None else str(root), device=device,
-                         embed_batch_size=batch_size, cache_dir=None if cache_dir is None else str(cache_dir),
-                         progress=progress)
-    return dm.test_embeddings(average_subjects=average_subjects)

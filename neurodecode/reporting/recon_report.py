@@ -35,7 +35,7 @@ __all__ = ["format_metric", "metric_rows", "write_recon_report"]
 
 # protocol keys written by score_reconstructions (the metric conventions), shown in their own list
 _METRIC_PROTOCOL = ("conventions", "matching", "image_size", "resize", "pixcorr", "ssim", "two_way",
-                    "corr_distance", "networks_requested", "networks", "rounds", "best_of_k")
+                    "corr_distance", "networks_requested", "networks", "rounds", "best_of_k", "vs_chance")
 _GENERATION_FIRST = ("generator", "steps", "guidance", "seeds", "strength")
 _MAX_ROUND_COLUMNS = 10
 
@@ -160,7 +160,11 @@ def _metric_table(entries: Mapping[str, Any]) -> list[str]:
         if show_rounds:
             r = list(e.get("rounds") or [])
             row += [format_metric(r[i], kind) if i < len(r) else "" for i in range(k)]
-        row.append(format_metric(e.get("chance"), kind) if e.get("chance") is not None else "")
+        chance = format_metric(e.get("chance"), kind) if e.get("chance") is not None else ""
+        test = e.get("vs_chance")
+        if isinstance(test, Mapping) and _is_num(test.get("p")):
+            chance += f" (p = {test['p']:.3g}, permutations)"
+        row.append(chance)
         rows.append(row)
     return _table(header, rows)
 
