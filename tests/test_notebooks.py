@@ -10,16 +10,22 @@ import pytest
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-@pytest.mark.slow
-def test_retrieval_report_notebook_executes(tmp_path, monkeypatch):
+def _execute(name: str, tmp_path: Path, monkeypatch):
+    """Run notebooks/<name> top to bottom as a Jupyter notebook, its work folder under tmp_path."""
     jupytext = pytest.importorskip("jupytext")
     nbclient = pytest.importorskip("nbclient")
-    nb = jupytext.read(NOTEBOOKS / "retrieval_report.py")
+    nb = jupytext.read(NOTEBOOKS / name)
     monkeypatch.setenv("NEURODECODE_NOTEBOOK_WORK", str(tmp_path / "work"))
     monkeypatch.setenv("NEURODECODE_NO_PROGRESS", "1")
     client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
+    return nb
+
+
+@pytest.mark.slow
+def test_retrieval_report_notebook_executes(tmp_path, monkeypatch):
+    nb = _execute("retrieval_report.py", tmp_path, monkeypatch)
     work = tmp_path / "work"
     for name in ("similarity_matrix.png", "accuracy_vs_k.png", "evaluation/metrics.json", "evaluation/report.md"):
         assert (work / name).is_file(), name
@@ -30,14 +36,7 @@ def test_retrieval_report_notebook_executes(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_reconstruction_gallery_notebook_executes(tmp_path, monkeypatch):
-    jupytext = pytest.importorskip("jupytext")
-    nbclient = pytest.importorskip("nbclient")
-    nb = jupytext.read(NOTEBOOKS / "reconstruction_gallery.py")
-    monkeypatch.setenv("NEURODECODE_NOTEBOOK_WORK", str(tmp_path / "work"))
-    monkeypatch.setenv("NEURODECODE_NO_PROGRESS", "1")
-    client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()
+    nb = _execute("reconstruction_gallery.py", tmp_path, monkeypatch)
     recon = tmp_path / "work" / "recon"
     for name in ("gallery.png", "report.md", "images", "ceiling", "chance"):
         assert (recon / name).exists(), name
