@@ -246,3 +246,27 @@ def test_reconstruct_errors_name_the_fix(tiny_encoder, tiny_prior, tmp_path, cap
     assert main(["reconstruct", "--encoder", str(tiny_encoder), "--prior", str(tiny_prior), "--generator",
                  "dmeo:x", "--out", str(tmp_path / "o")]) == 2
     assert "demo" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_draw_the_single_process_images(tiny_encoder, tiny_prior, tmp_path):
+    """``--devices 2 --strategy ddp`` (2 CPU processes over gloo) shards the jobs and draws the same images."""
+    import os
+    import subprocess
+    import sys
+
+    gen = _export_generator(tmp_path / "gen")
+    common = ["--encoder", str(tiny_encoder), "--prior", str(tiny_prior), "--generator", f"demo:{gen}",
+              "--samples", "3", "--networks", "none", "--no-references", "--device", "cpu", "--no-progress",
+              "--prior-steps", "4"]
+    env = {**os.environ, "NEURODECODE_NO_PROGRESS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-m", "neurodecode", "reconstruct", *common, "--out", str(tmp_path / "ddp"),
+                           "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu"],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "Starting with 2 processes" in log and log.count("images, metrics.json") == 1, log[-4000:]  # rank 0 reports
+    assert main(["reconstruct", *common, "--out", str(tmp_path / "one")]) == 0
+    ddp, one = _bytes(tmp_path / "ddp" / "images"), _bytes(tmp_path / "one" / "images")
+    assert len(one) == 8 * 3 and ddp == one
+    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["metrics"].keys() == {"pixcorr", "ssim"}

@@ -63,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 ...")
     parser.add_argument("--attention-slicing", action="store_true", help="diffusers attention slicing (less memory)")
     parser.add_argument("--cpu-offload", action="store_true", help="diffusers model CPU offload (needs accelerate)")
+    parser.add_argument("--accelerator", default="auto", help="Lightning accelerator for sharding (auto, gpu, cpu)")
     parser.add_argument("--devices", default="1", help="devices to shard the images over (Lightning; default 1)")
     parser.add_argument("--strategy", default="auto", help="Lightning strategy for several devices (e.g. ddp)")
     parser.add_argument("--num-nodes", type=int, default=1, help="nodes (Lightning)")
@@ -100,8 +101,10 @@ def run(args: argparse.Namespace) -> int:
                          cpu_offload=args.cpu_offload, lowlevel=args.lowlevel, strength=args.strength,
                          blend_alpha=args.blend, networks=networks, weights=weights,
                          references=not args.no_references, reference_samples=args.reference_samples,
-                         gallery_rows_max=args.gallery_rows, devices=devices, strategy=args.strategy,
-                         num_nodes=args.num_nodes, progress=not args.no_progress)
+                         gallery_rows_max=args.gallery_rows, accelerator=args.accelerator, devices=devices,
+                         strategy=args.strategy, num_nodes=args.num_nodes, progress=not args.no_progress)
+    if result.get("rank", 0) != 0:
+        return 0
     print(summary_lines(result))
     print_metrics(result)
     print(f"images, metrics.json, report.md and gallery.png -> {args.out}")

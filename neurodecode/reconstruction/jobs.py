@@ -194,7 +194,7 @@ def draw_images_sharded(factory: Callable[[str], Any], embeds: Any, stimulus_ids
     Returns
     -------
     counts : dict
-        ``{"drawn": ..., "skipped": ...}`` as planned before the ranks started.
+        ``{"drawn": ..., "skipped": ...}`` as planned before the ranks started, and this process's ``rank``.
     """
     import lightning as L
     import torch
@@ -204,7 +204,7 @@ def draw_images_sharded(factory: Callable[[str], Any], embeds: Any, stimulus_ids
     jobs = pending_jobs(folder, stimulus_ids, n_samples)
     total = len(stimulus_ids) * int(n_samples)
     if not jobs:
-        return {"drawn": 0, "skipped": total}
+        return {"drawn": 0, "skipped": total, "rank": 0}
     module = _lightning_classes()["_GenerateModule"](factory, embeds, stimulus_ids, str(folder), base_seed,
                                                      init_images, strength, post)
     loader = DataLoader(torch.as_tensor(jobs, dtype=torch.long), batch_size=max(1, int(batch_size)), shuffle=False)
@@ -213,8 +213,9 @@ def draw_images_sharded(factory: Callable[[str], Any], embeds: Any, stimulus_ids
                               "enable_model_summary": False, "enable_progress_bar": bool(show_progress),
                               "inference_mode": True, "default_root_dir": str(folder)}
     kwargs.update(trainer_kwargs or {})
-    L.Trainer(**kwargs).predict(module, dataloaders=loader, return_predictions=False)
-    return {"drawn": len(jobs), "skipped": total - len(jobs)}
+    trainer = L.Trainer(**kwargs)
+    trainer.predict(module, dataloaders=loader, return_predictions=False)
+    return {"drawn": len(jobs), "skipped": total - len(jobs), "rank": int(trainer.global_rank)}
 
 
 def read_samples(folder: PathLike, stimulus_ids: Sequence[str], n_samples: int) -> dict[str, list[Path]]:

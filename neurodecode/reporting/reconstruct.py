@@ -150,7 +150,7 @@ def reconstruct(encoder: PathLike, prior: PathLike, generator: str, out: PathLik
     Returns
     -------
     metrics : dict
-        The content of ``metrics.json``.
+        The content of ``metrics.json`` (on the other ranks of a sharded run: ``{"rank": rank}``).
     """
     from neurodecode.evaluation.recon_metrics import score_reconstructions
     from neurodecode.reconstruction.generators import GeneratorFactory
@@ -189,11 +189,13 @@ def reconstruct(encoder: PathLike, prior: PathLike, generator: str, out: PathLik
     if lowlevel is not None:
         init, post, low = _lowlevel_parts(lowlevel, inputs, gen.image_size, strength, blend_alpha)
 
+    ranks = [0]
+
     def draw(embeds: np.ndarray, folder: Path, k: int, desc: str) -> None:
         if sharded:
-            draw_images_sharded(factory, embeds, ids, folder, n_samples=k, base_seed=seed, batch_size=batch_size,
+            ranks[0] = max(ranks[0], draw_images_sharded(factory, embeds, ids, folder, n_samples=k, base_seed=seed, batch_size=batch_size,
                                 accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-                                init_images=init, strength=strength, post=post, show_progress=progress)
+                                init_images=init, strength=strength, post=post, show_progress=progress)["rank"])
         else:
             draw_images(gen, embeds, ids, folder, n_samples=k, base_seed=seed, batch_size=batch_size,
                         init_images=init, strength=strength, post=post, show_progress=progress, desc=desc)
@@ -207,6 +209,8 @@ def reconstruct(encoder: PathLike, prior: PathLike, generator: str, out: PathLik
         draw(inputs.targets, out / "references" / "ceiling", reference_samples, "ceiling (teacher embeddings)")
         draw(inputs.predicted[perm], out / "references" / "chance", reference_samples, "chance (shuffled)")
         timings["references (ceiling + chance)"] = time.perf_counter() - ts
+    if ranks[0] != 0:  # another rank of a sharded run: its images are drawn; rank 0 scores and reports
+        return {"rank": ranks[0]}
 
     ts = time.perf_counter()
     truths = {sid: f for sid, f in zip(ids, inputs.image_files, strict=True)}
