@@ -41,8 +41,9 @@ test: install-dev
 lint: install-dev
 	$(PY) -m ruff check neurodecode tests benchmarks
 
+# every benchmark of benchmarks/ -> benchmarks/results/bench.{json,md}; BENCH_ARGS=--quick for the smoke run
 bench: install-dev
-	$(PY) benchmarks/run_all.py --out bench_results
+	$(PY) benchmarks/run_all.py --out benchmarks/results $(BENCH_ARGS)
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache build dist *.egg-info

@@ -12,7 +12,9 @@ samples) and scored on held-out responses:
   standardised, one eigendecomposition of the window's Gram matrix (``X X^T`` or ``X^T X``,
   whichever is smaller) serves every regularisation value of the grid and every embedding
   dimension, and the value is chosen by efficient leave-one-out error, exactly as scikit-learn's
-  ``StandardScaler`` + ``RidgeCV(alpha_per_target=False)`` (tested to 1e-6) at a fraction of the cost;
+  ``StandardScaler`` + ``RidgeCV(alpha_per_target=False)`` (tested to 1e-6) at a fraction of the cost.
+  It lives in :mod:`neurodecode.evaluation.window_ridge`, which fits the windows side by side with
+  one BLAS thread each (multi-threaded LAPACK on problems of this size stalls on a busy machine);
 * :func:`time_resolved_classification`: logistic regression on labels (e.g. faces vs houses),
   cross-validated (stratified k-fold, or grouped by run/session), scored with ROC AUC (two classes)
   or accuracy.
@@ -45,6 +47,7 @@ from neurodecode.evaluation.significance import (
     label_permutation_significance,
     window_significance,
 )
+from neurodecode.evaluation.window_ridge import fit_windows, ridge_loo, ridge_predict, window_features
 from neurodecode.utils import check_option, progress
 
 __all__ = ["CORRECTIONS", "SCORINGS", "average_groups", "ridge_loo", "ridge_predict", "sliding_windows",
@@ -78,10 +81,6 @@ def sliding_windows(times: np.ndarray, width: float, step: float) -> list[tuple[
     return out
 
 
-def _window(x: np.ndarray, start: int, stop: int) -> np.ndarray:
-    return np.ascontiguousarray(x[:, :, start:stop].reshape(len(x), -1))
-
-
 def _boot(values: np.ndarray, n_boot: int, rng: np.random.Generator, confidence: float) -> tuple[float, float]:
     if n_boot <= 0 or len(values) < 2:
         return float("nan"), float("nan")
@@ -89,74 +88,6 @@ def _boot(values: np.ndarray, n_boot: int, rng: np.random.Generator, confidence:
     stats = values[idx].mean(1)
     a = (1 - confidence) / 2
     return float(np.quantile(stats, a)), float(np.quantile(stats, 1 - a))
-
-
-# --------------------------------------------------------------------------------------------------
-# ridge with efficient leave-one-out over a grid, from one decomposition
-# --------------------------------------------------------------------------------------------------
-def ridge_loo(x: np.ndarray, y: np.ndarray, alphas: Sequence[float]) -> dict[str, Any]:
-    """Standardised ridge regression with the regularisation chosen by efficient leave-one-out error.
-
-    The same model as scikit-learn's ``make_pipeline(StandardScaler(), RidgeCV(alphas,
-    alpha_per_target=False))`` (intercept unpenalised; the value of ``alphas`` with the lowest mean
-    squared leave-one-out error over samples and targets, the first on ties), computed from one
-    eigendecomposition of the centred, standardised design's Gram matrix (``X X^T`` when there are
-    fewer samples than features, else ``X^T X``) shared by every value of the grid and every target.
-
-    Parameters
-    ----------
-    x : ndarray, (n_samples, n_features)
-    y : ndarray, (n_samples, n_targets)
-    alphas : sequence of float
-        The grid.
-
-    Returns
-    -------
-    fit : dict
-        ``mean`` and ``scale`` (the standardisation), ``coef`` (n_features, n_targets), ``intercept``,
-        ``alpha`` (the chosen value) and ``loo_mse`` (per value of the grid). Predict with
-        :func:`ridge_predict`.
-    """
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)
-    if y.ndim == 1:
-        y = y[:, None]
-    alphas = np.asarray(alphas, np.float64)
-    n, p = x.shape
-    mean = x.mean(0)
-    scale = x.std(0)
-    scale[scale < 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean))] = 1.0  # as StandardScaler
-    xc = (x - mean) / scale
-    xc -= xc.mean(0)
-    y_mean = y.mean(0)
-    yc = y - y_mean
-    if n <= p:
-        s, u = np.linalg.eigh(xc @ xc.T)
-    else:
-        s, w = np.linalg.eigh(xc.T @ xc)
-    keep = s > max(s.max(), 0.0) * max(n, p) * np.finfo(np.float64).eps
-    s = s[keep]
-    if n <= p:
-        u = u[:, keep]
-    else:
-        w = w[:, keep]
-        u = (xc @ w) / np.sqrt(s)
-    z = u.T @ yc  # (rank, n_targets)
-    f = s / (s + alphas[:, None])  # (n_alphas, rank): shrinkage of each component
-    h = 1.0 / n + (u * u) @ f.T  # (n, n_alphas): leverage, the intercept included
-    fitted = (u @ (f[:, :, None] * z[None]).transpose(1, 0, 2).reshape(len(s), -1)).reshape(n, len(alphas), -1)
-    loo = (yc[:, None, :] - fitted) / (1.0 - h)[:, :, None]
-    mse = (loo * loo).mean(axis=(0, 2))
-    best = int(np.argmin(mse))
-    d = np.sqrt(s) / (s + alphas[best])
-    coef = (w @ (d[:, None] * z)) if n > p else xc.T @ (u @ (z / (s + alphas[best])[:, None]))
-    return {"mean": mean, "scale": scale, "coef": coef, "intercept": y_mean, "alpha": float(alphas[best]),
-            "loo_mse": mse}
-
-
-def ridge_predict(fit: dict[str, Any], x: np.ndarray) -> np.ndarray:
-    """Predictions of a :func:`ridge_loo` fit for samples ``x`` (n_samples, n_features)."""
-    return ((np.asarray(x, np.float64) - fit["mean"]) / fit["scale"]) @ fit["coef"] + fit["intercept"]
 
 
 def average_groups(x: np.ndarray, y: np.ndarray, groups: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -224,11 +155,13 @@ def time_resolved_retrieval_sets(
     times: np.ndarray, *, train_groups: Sequence[Any] | None = None, width: float = 0.05, step: float = 0.02,
     k: int | None = None, tops: Sequence[int] = (1, 5), alphas: Sequence[float] = tuple(np.logspace(-1, 6, 15)),
     n_boot: int = 1000, confidence: float = 0.95, correction: str = "cluster", n_permutations: int = 1000,
-    alpha: float = 0.05, seed: int = 0, progress_bar: bool = True,
+    alpha: float = 0.05, seed: int = 0, progress_bar: bool = True, n_jobs: int | None = None,
+    blas_threads: int | None = 1,
 ) -> dict[str, dict[str, Any]]:
     """Time-resolved zero-shot retrieval of several test sets by one per-window ridge decoder.
 
-    The decoder of each window is fitted once (:func:`ridge_loo`) and scores every test set.
+    The decoder of each window is fitted once (:func:`ridge_loo`) and scores every test set; windows
+    are fitted side by side, each single-threaded (:func:`~neurodecode.evaluation.window_ridge.fit_windows`).
 
     Parameters
     ----------
@@ -260,6 +193,10 @@ def time_resolved_retrieval_sets(
         Seed of the bootstrap and the permutations.
     progress_bar : bool
         Show progress over windows.
+    n_jobs, blas_threads : int | None
+        Windows fitted at the same time (threads; ``None``: the cores this process may use) and the
+        BLAS threads of each fit (``None``: as they are); see
+        :func:`~neurodecode.evaluation.window_ridge.fit_windows`. The results do not depend on them.
 
     Returns
     -------
@@ -292,12 +229,12 @@ def time_resolved_retrieval_sets(
                       "tops": [t for t in tops if t <= kk], "hits": [], "ranks": []}
     wins = sliding_windows(times, width, step)
     alpha_used = []
-    for start, stop, _ in progress(wins, enabled=progress_bar, desc="time-resolved", unit="window"):
-        fit = ridge_loo(_window(train_x, start, stop), train_y, alphas)
-        alpha_used.append(fit["alpha"])
-        for d in sets.values():
-            scores = similarity_matrix(ridge_predict(fit, _window(d["x"], start, stop)), d["cand"])
-            scores = np.asarray(scores)
+    fits = fit_windows(train_x, train_y, wins, alphas, [d["x"] for d in sets.values()], n_jobs=n_jobs,
+                       blas_threads=blas_threads)
+    for best, preds in progress(fits, enabled=progress_bar, desc="time-resolved", unit="window", total=len(wins)):
+        alpha_used.append(best)
+        for d, pred in zip(sets.values(), preds, strict=True):
+            scores = np.asarray(similarity_matrix(pred, d["cand"]))
             d["hits"].append(np.asarray(kway_hits(scores, d["k"], tops=d["tops"], targets=d["targets"]), float))
             d["ranks"].append(_rank_scores(scores, d["targets"]))
     centres = [c for _, _, c in wins]
@@ -407,7 +344,7 @@ def time_resolved_classification(
     for start, stop, centre in progress(wins, enabled=progress_bar, desc="time-resolved", unit="window"):
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, solver="liblinear" if len(classes) == 2 else "lbfgs",
                                                                  max_iter=1000))
-        xw = _window(x, start, stop)
+        xw = window_features(x, start, stop)
         dec = cross_val_predict(clf, xw, y, cv=cv, groups=cv_groups, method="decision_function")
         per_trial.append(dec if yb is not None else np.argmax(dec, axis=1))
         if scoring == "roc_auc":

@@ -21,6 +21,12 @@ and writes into ``out``:
 
 Several checkpoints (e.g. intra-subject and leave-one-subject-out) are evaluated side by side, with
 paired comparisons where they share a test set, by :func:`neurodecode.reporting.compare.evaluate_many`.
+
+Speed: the evaluation runs with one torch and one BLAS thread (``threads=1``; its operations are
+small, and two thread pools on a few shared cores stall each other, see
+:mod:`neurodecode.evaluation.threads`) and decodes the time windows side by side (``n_jobs``,
+:func:`neurodecode.evaluation.window_ridge.fit_windows`); the numbers are those of the plain path
+(``threads=None, n_jobs=1``). ``benchmarks/eval_speed.py`` times both.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from neurodecode._version import __version__
+from neurodecode.evaluation.threads import with_thread_limits
 from neurodecode.reporting.report import render_report
 from neurodecode.reporting.report_figures import write_figures
 from neurodecode.training.loading import data_sizes, embed_set, load_for_evaluation
@@ -54,6 +61,7 @@ NOISE_CEILING_NOTE = ("a ceiling of a different quantity: identification of the 
 # --------------------------------------------------------------------------------------------------
 # the evaluation of one model
 # --------------------------------------------------------------------------------------------------
+@with_thread_limits  # runs inside thread_limits(threads)
 def evaluate(
     ckpt: str | Path,
     out: str | Path,
@@ -76,6 +84,8 @@ def evaluate(
     device: str = "cpu",
     progress_bar: bool = True,
     label: str | None = None,
+    threads: int | None = 1,
+    n_jobs: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint and write ``metrics.json``, ``report.md`` and figures into ``out``.
 
@@ -117,6 +127,12 @@ def evaluate(
         Show progress.
     label : str | None
         Name of this model in reports (default: protocol and subject).
+    threads : int | None
+        Threads of torch and of BLAS while evaluating (default 1: the operations are small and one
+        thread is fastest, see :mod:`neurodecode.evaluation.threads`); ``None`` leaves them as they are.
+    n_jobs : int | None
+        Time windows decoded side by side (threads; ``None``: the cores this process may use); see
+        :func:`neurodecode.evaluation.window_ridge.fit_windows`. The numbers do not depend on it.
 
     Returns
     -------
@@ -202,7 +218,8 @@ def evaluate(
     metrics["summary"] = _summary(metrics["subjects"])
     if dm.modality != "fmri" and time_resolved and dm.n_times >= 4:
         metrics["time_resolved"] = _time_resolved(dm, tr_width, tr_step, seed, n_boot, progress_bar,
-                                                  correction=tr_correction, n_permutations=n_permutations)
+                                                  correction=tr_correction, n_permutations=n_permutations,
+                                                  n_jobs=n_jobs, blas_threads=threads)
     if dm.modality != "fmri" and ablation:
         from neurodecode.io.channels import regions
 
@@ -288,7 +305,8 @@ def _summary(subjects: dict[str, Any]) -> dict[str, Any]:
 
 
 def _time_resolved(dm, width: float, step: float, seed: int, n_boot: int, progress_bar: bool,
-                   correction: str = "cluster", n_permutations: int = 1000) -> dict[str, Any]:
+                   correction: str = "cluster", n_permutations: int = 1000, n_jobs: int | None = None,
+                   blas_threads: int | None = 1) -> dict[str, Any]:
     """Time-resolved retrieval of each test subject: a ridge per window, trained once on the training set.
 
     Training repetitions are averaged per (subject, stimulus) first when the data module does not
@@ -311,7 +329,8 @@ def _time_resolved(dm, width: float, step: float, seed: int, n_boot: int, progre
                                                                  strict=True))
     res = time_resolved_retrieval_sets(xs(train), images[train.stim_rows], tests, dm.times, train_groups=groups,
                                        width=width, step=step, n_boot=n_boot, seed=seed, correction=correction,
-                                       n_permutations=n_permutations, progress_bar=progress_bar)
+                                       n_permutations=n_permutations, progress_bar=progress_bar, n_jobs=n_jobs,
+                                       blas_threads=blas_threads)
     for r in res.values() if groups is None else ():  # the data module averaged them already
         r["protocol"]["train_averaging"] = "repetitions averaged per (subject, stimulus) by the data module"
     return res

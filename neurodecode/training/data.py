@@ -120,6 +120,10 @@ class BrainImageDataModule(L.LightningDataModule):
         Device for embedding missing stimuli (``"auto"``, ``"cpu"``, ``"cuda"``).
     seed : int
         Seed of the training order (each epoch's order depends only on the seed and the epoch).
+    device_store : bool
+        Keep every set on the training device and slice batches there (no DataLoader workers, no
+        host copies; the same batches in the same order): for GPUs whose memory holds the data
+        (:mod:`neurodecode.training.device_store`). Needs ``preload=True``.
     """
 
     #: what ``neurodecode fit`` links from this data module into the model: the data's shape into the
@@ -153,6 +157,7 @@ class BrainImageDataModule(L.LightningDataModule):
         embed_batch_size: int = 32,
         embed_device: str = "auto",
         seed: int = 0,
+        device_store: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -160,6 +165,8 @@ class BrainImageDataModule(L.LightningDataModule):
         check_option("normalize", normalize, NORMALIZE)
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
+        if device_store and not preload:
+            raise ValueError("device_store=True keeps the loaded sets on the device: it needs preload=True.")
         self.root = Path(root)
         self.dataset: PreparedDataset = open_prepared(self.root, subjects=subjects)
         labels = self.dataset.subjects
@@ -396,6 +403,11 @@ class BrainImageDataModule(L.LightningDataModule):
 
     def _loader(self, which: str, shuffle: bool) -> DataLoader:
         hp = self.hparams
+        if hp.device_store:
+            from neurodecode.training.device_store import device_loader
+
+            return device_loader(self._dataset(which), shuffle=shuffle, batch_size=hp.batch_size,
+                                 eval_batch_size=hp.eval_batch_size, seed=hp.seed, trainer=self.trainer)
         return make_loader(self._dataset(which), shuffle=shuffle, batch_size=hp.batch_size,
                            eval_batch_size=hp.eval_batch_size, seed=hp.seed, num_workers=hp.num_workers)
 
