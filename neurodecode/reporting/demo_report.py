@@ -33,7 +33,7 @@ def _recon_lines(recon_dir: Path, out: Path) -> list[str]:
     gen = p.get("generator", {})
     lines = ["## Reconstruction", "",
              f"sub-{p.get('subject')}'s {m['n_stimuli']} test images (never seen in training), drawn back from the "
-             f"brain signal: encoder -> diffusion prior ({p.get('prior_kind')}, {p.get('prior_steps')} steps, guidance "
+             f"brain signal: encoder -> {p.get('prior_kind')} prior ({p.get('prior_steps')} steps, guidance "
              f"{p.get('prior_guidance')}) -> {gen.get('spec', '?')} ({gen.get('sampler', '')} {gen.get('steps')} steps, "
              f"guidance {gen.get('guidance')}), {m['n_samples']} sample(s) per image. *Ceiling*: the generator fed the "
              "teacher's own embeddings of the seen images; *chance*: the system's embeddings shuffled over images.", ""]
@@ -48,7 +48,8 @@ def _recon_lines(recon_dir: Path, out: Path) -> list[str]:
         lines.append("")
     ret = m.get("retrieval", {})
     if ret:
-        lines += ["| stage | top-1 | top-5 | candidates |", "|---|---|---|---|"]
+        lines += ["Retrieval of the seen image among the test images, from each stage's output:", "",
+                  "| stage | top-1 | top-5 | candidates |", "|---|---|---|---|"]
         lines += [f"| {stage} | {r['top1']:.1%} | {r['top5']:.1%} | {r['n_candidates']} |" for stage, r in ret.items()]
         lines.append("")
     refs = [r for r in ("ceiling", "chance") if m.get(r)]
