@@ -6,6 +6,10 @@
   negatives of the global batch and the loss equals the single-process loss on that batch.
 - :class:`SoftCLIPLoss`: InfoNCE against soft targets, the softmax of the teacher-teacher
   similarities (as in MindEye), also gathered across ranks.
+- :class:`MultiPositiveLoss`: InfoNCE in which every pair of the batch with the same label (image or
+  concept) is a positive, so repetitions of one image are not pushed apart as negatives.
+- :func:`coral_loss`, :func:`mmd_loss`: domain alignment between the subjects of a batch (CORAL's
+  covariance distance, a Gaussian-kernel MMD), for leave-one-subject-out training.
 - :class:`RegressionLoss`: MSE or cosine distance per example.
 - :class:`AlignmentLoss`: ``w * contrastive + (1 - w) * regression`` (Benchetrit et al. use
   ``w = 0.75``), optionally mixed with the same loss against a text embedding
@@ -14,6 +18,9 @@
 
 The temperature is a parameter of the loss module: a LightningModule that holds the loss as a
 submodule optimises it with the encoder.
+
+This module reads better whole: every contrastive term follows the same gathering protocol (below)
+and :class:`AlignmentLoss` combines them all; split up, each file would restate that protocol.
 
 Distributed use
 ---------------
@@ -43,15 +50,20 @@ __all__ = [
     "LogitScale",
     "ContrastiveLoss",
     "SoftCLIPLoss",
+    "MultiPositiveLoss",
     "RegressionLoss",
     "AlignmentLoss",
     "clip_loss",
     "soft_clip_loss",
+    "multi_positive_loss",
+    "coral_loss",
+    "mmd_loss",
     "distributed_info",
     "gather_with_grad",
 ]
 
-CONTRASTIVE_KINDS = ("clip", "softclip")
+CONTRASTIVE_KINDS = ("clip", "softclip", "multipos")
+DOMAIN_KINDS = ("coral", "mmd")
 REGRESSION_KINDS = ("mse", "cosine")
 
 
@@ -159,6 +171,77 @@ def soft_clip_loss(brain: torch.Tensor, target: torch.Tensor, logit_scale: torch
     return (F.cross_entropy(logits, soft) + F.cross_entropy(logits.T, soft.T)) / 2
 
 
+def multi_positive_loss(brain: torch.Tensor, target: torch.Tensor, labels: torch.Tensor,
+                        logit_scale: torch.Tensor | float) -> torch.Tensor:
+    """Symmetric InfoNCE with several positives: row ``i``'s positives are the columns with its label.
+
+    Each direction is ``-mean_i mean_{j: y_j = y_i} log softmax_j(s * cos(b_i, t_j))`` (the "outside"
+    form of SupCon, Khosla et al. 2020, across the two modalities); with distinct labels it is
+    :func:`clip_loss`. Positives that share one target (repetitions of an image) leave it equal to
+    :func:`clip_loss` too (their columns are identical); it differs for positives with different
+    targets, e.g. the images of one concept.
+    """
+    b, t = F.normalize(brain.float(), dim=-1), F.normalize(target.float(), dim=-1)
+    logits = logit_scale * b @ t.T
+    pos = (labels.reshape(-1, 1) == labels.reshape(1, -1)).float()
+
+    def side(lg: torch.Tensor) -> torch.Tensor:
+        return -((pos * F.log_softmax(lg, dim=1)).sum(1) / pos.sum(1)).mean()
+
+    return (side(logits) + side(logits.T)) / 2  # pos is symmetric
+
+
+def _group_pairs(emb: torch.Tensor, groups: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    members = [emb[groups == g] for g in torch.unique(groups)]
+    members = [m for m in members if len(m) >= 2]
+    return [(members[i], members[j]) for i in range(len(members)) for j in range(i + 1, len(members))]
+
+
+def coral_loss(emb: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """CORAL (Sun & Saenko 2016) between groups: mean over pairs of ``||C_g - C_h||_F^2 / (4 d^2)``.
+
+    ``C_g`` is the covariance of group ``g``'s L2-normalised embeddings; groups with fewer than two rows
+    are left out; 0 with fewer than two groups.
+    """
+    e = F.normalize(emb.float(), dim=-1)
+    pairs = _group_pairs(e, groups)
+    if not pairs:
+        return e.new_zeros(())
+    d = e.shape[1]
+    return torch.stack([((torch.cov(a.T) - torch.cov(b.T)) ** 2).sum() / (4 * d * d) for a, b in pairs]).mean()
+
+
+def mmd_loss(emb: torch.Tensor, groups: torch.Tensor, bandwidths: tuple[float, ...] = (0.25, 0.5, 1.0)
+             ) -> torch.Tensor:
+    """Squared MMD (biased estimate, Gretton et al. 2012) between groups, mean over pairs of groups.
+
+    Gaussian kernels ``exp(-||x - y||^2 / (2 s^2))`` summed over ``bandwidths`` ``s``, on L2-normalised
+    embeddings; 0 with fewer than two groups of at least two rows.
+    """
+    e = F.normalize(emb.float(), dim=-1)
+    pairs = _group_pairs(e, groups)
+    if not pairs:
+        return e.new_zeros(())
+
+    def k(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        d2 = torch.cdist(x, y).pow(2)
+        return sum(torch.exp(-d2 / (2 * s * s)) for s in bandwidths).mean()
+
+    return torch.stack([k(a, a) + k(b, b) - 2 * k(a, b) for a, b in pairs]).mean()
+
+
+def _gather_plain(x: torch.Tensor) -> torch.Tensor:
+    """``x`` concatenated over ranks, without gradients (labels)."""
+    _, world_size = distributed_info()
+    if world_size == 1:
+        return x
+    import torch.distributed as dist
+
+    out = [torch.empty_like(x) for _ in range(world_size)]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out)
+
+
 # --------------------------------------------------------------------------------------------------
 # modules
 # --------------------------------------------------------------------------------------------------
@@ -243,6 +326,30 @@ class SoftCLIPLoss(nn.Module):
         return soft_clip_loss(b, t, scale, target_scale)
 
 
+class MultiPositiveLoss(nn.Module):
+    """:func:`multi_positive_loss` with a learnable temperature, gathered across processes.
+
+    Parameters
+    ----------
+    init_temperature, max_scale, learn_temperature
+        See :class:`LogitScale`.
+    check_batch_sizes : bool
+        As in :class:`ContrastiveLoss`.
+    """
+
+    def __init__(self, init_temperature: float = 0.07, max_scale: float = 100.0, learn_temperature: bool = True,
+                 check_batch_sizes: bool = True) -> None:
+        super().__init__()
+        self.logit_scale = LogitScale(init_temperature, max_scale, learnable=learn_temperature)
+        self.check_batch_sizes = bool(check_batch_sizes)
+
+    def forward(self, brain: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Loss of ``brain`` against ``target`` (matching rows); rows with equal ``labels`` are positives."""
+        _check_pair(brain, target)
+        b, t = gather_with_grad(brain, target, check_sizes=self.check_batch_sizes)
+        return multi_positive_loss(b, t, _gather_plain(labels.to(brain.device)), self.logit_scale())
+
+
 class RegressionLoss(nn.Module):
     """Per-example regression of the target embedding: ``"mse"`` or ``"cosine"`` (1 - cosine similarity).
 
@@ -278,8 +385,8 @@ class AlignmentLoss(nn.Module):
 
     Parameters
     ----------
-    contrastive : {"clip", "softclip"} | None
-        Contrastive term (None: none).
+    contrastive : {"clip", "softclip", "multipos"} | None
+        Contrastive term (None: none); ``"multipos"`` needs ``labels`` at each call.
     regression : {"mse", "cosine"} | None
         Regression term (None: none).
     contrastive_weight : float | None
@@ -295,6 +402,10 @@ class AlignmentLoss(nn.Module):
         L2-normalise both sides of the MSE.
     local_loss : bool
         See the module docstring (CLIP only).
+    domain : {"coral", "mmd"} | None
+        Domain-alignment term between the subjects of each batch (needs ``subject`` at each call).
+    domain_weight : float
+        Its weight, added to the total.
 
     Notes
     -----
@@ -306,9 +417,13 @@ class AlignmentLoss(nn.Module):
                  contrastive_weight: float | None = None, text_weight: float = 0.0,
                  init_temperature: float = 0.07, max_scale: float = 100.0, learn_temperature: bool = True,
                  target_temperature: float | None = None, normalize_regression: bool = False,
-                 local_loss: bool = False) -> None:
+                 local_loss: bool = False, domain: str | None = None, domain_weight: float = 0.1) -> None:
         super().__init__()
         check_option("contrastive", contrastive, (*CONTRASTIVE_KINDS, None))
+        check_option("domain", domain, (*DOMAIN_KINDS, None))
+        self.domain, self.domain_weight = domain, float(domain_weight)
+        #: the LightningModule passes ``labels`` and ``subject`` when this is True
+        self.uses_batch_info = contrastive == "multipos" or domain is not None
         if contrastive is None and regression is None:
             raise ValueError("AlignmentLoss needs a contrastive term, a regression term, or both.")
         if contrastive_weight is None:
@@ -328,6 +443,8 @@ class AlignmentLoss(nn.Module):
                                                                  local_loss=local_loss)
         elif contrastive == "softclip":
             self.contrastive = SoftCLIPLoss(init_temperature, max_scale, learn_temperature, target_temperature)
+        elif contrastive == "multipos":
+            self.contrastive = MultiPositiveLoss(init_temperature, max_scale, learn_temperature)
         else:
             self.contrastive = None
         self.regression = RegressionLoss(regression, normalize_regression) if regression is not None else None
@@ -337,12 +454,18 @@ class AlignmentLoss(nn.Module):
         """The current contrastive logit scale (None without a contrastive term)."""
         return None if self.contrastive is None else self.contrastive.logit_scale()
 
-    def _terms(self, brain: torch.Tensor | Mapping[str, torch.Tensor], target: torch.Tensor
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _terms(self, brain: torch.Tensor | Mapping[str, torch.Tensor], target: torch.Tensor,
+               labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         parts: dict[str, torch.Tensor] = {}
         total = target.new_zeros((), dtype=torch.float32)
         if self.contrastive is not None:
-            c = self.contrastive(_pick(brain, "contrastive"), target)
+            if isinstance(self.contrastive, MultiPositiveLoss):
+                if labels is None:
+                    raise ValueError("AlignmentLoss(contrastive='multipos') needs labels (which rows share an "
+                                     "image or concept); the AlignmentModule passes them.")
+                c = self.contrastive(_pick(brain, "contrastive"), target, labels)
+            else:
+                c = self.contrastive(_pick(brain, "contrastive"), target)
             parts["contrastive"] = c
             total = total + self.contrastive_weight * c
         if self.regression is not None:
@@ -352,7 +475,8 @@ class AlignmentLoss(nn.Module):
         return total, parts
 
     def forward(self, brain_emb: torch.Tensor | Mapping[str, torch.Tensor], image_emb: torch.Tensor,
-                text_emb: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                text_emb: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                subject: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss and its parts.
 
         Parameters
@@ -363,6 +487,8 @@ class AlignmentLoss(nn.Module):
             Teacher image embeddings ``(batch, dim)``, matching rows.
         text_emb : torch.Tensor | None
             Teacher text embeddings ``(batch, dim)``; needed when ``text_weight > 0``.
+        labels, subject : torch.Tensor | None
+            Per-row positive label (``"multipos"``) and subject index (``domain``).
 
         Returns
         -------
@@ -370,17 +496,21 @@ class AlignmentLoss(nn.Module):
             0-d, differentiable.
         parts : dict of str to torch.Tensor
             Detached values for logging: ``"image"``, ``"contrastive"`` and/or ``"regression"``
-            (image terms), ``"text"`` (when used) and ``"logit_scale"`` (with a contrastive term).
+            (image terms), ``"text"`` and ``"domain"`` (when used) and ``"logit_scale"``.
         """
-        total, parts = self._terms(brain_emb, image_emb)
+        total, parts = self._terms(brain_emb, image_emb, labels)
         out = {"image": total, **parts}
         if self.text_weight > 0:
             if text_emb is None:
                 raise ValueError(f"AlignmentLoss has text_weight={self.text_weight} but no text embeddings were "
                                  f"given: pass text_emb, or set text_weight=0.")
-            text_total, _ = self._terms(brain_emb, text_emb)
+            text_total, _ = self._terms(brain_emb, text_emb, labels)
             out["text"] = text_total
             total = (1.0 - self.text_weight) * total + self.text_weight * text_total
+        if self.domain is not None and subject is not None:
+            fn = coral_loss if self.domain == "coral" else mmd_loss
+            out["domain"] = fn(_pick(brain_emb, "contrastive"), subject)
+            total = total + self.domain_weight * out["domain"]
         if self.contrastive is not None:
             out["logit_scale"] = self.contrastive.logit_scale()
         return total, {k: v.detach() for k, v in out.items()}

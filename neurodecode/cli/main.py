@@ -48,6 +48,7 @@ PLAIN_COMMANDS = {
     "recon-metrics": "neurodecode.cli.recon_metrics",
     "stream": "neurodecode.cli.stream",
     "crossval": "neurodecode.cli.crossval",
+    "ablate": "neurodecode.cli.ablate",
     "export": "neurodecode.cli.export",
     "demo": "neurodecode.cli.demo",
     "encoders": "neurodecode.cli.encoders",

@@ -124,6 +124,18 @@ class BrainImageDataModule(L.LightningDataModule):
         Keep every set on the training device and slice batches there (no DataLoader workers, no
         host copies; the same batches in the same order): for GPUs whose memory holds the data
         (:mod:`neurodecode.training.device_store`). Needs ``preload=True``.
+    layers : list of str | None
+        Several cached teacher layers fused into one target (``layer`` is then unused); see
+        :mod:`neurodecode.training.targets`.
+    fusion : str
+        ``"concat"`` (equal-weight concatenation) or ``"mix"`` (layers stacked for the model's learned
+        :class:`~neurodecode.training.targets.LayerMix`).
+    fusion_dim : int | None
+        Common dimension of the layers of a ``"mix"`` (default: the largest layer's).
+    blur : float | None
+        Targets from the stimuli blurred by a Gaussian of this many pixels at the teacher's input
+        resolution, embedded on first use and cached under their own key
+        (:func:`~neurodecode.training.targets.ensure_blurred_embeddings`).
     """
 
     #: what ``neurodecode fit`` links from this data module into the model: the data's shape into the
@@ -158,11 +170,23 @@ class BrainImageDataModule(L.LightningDataModule):
         embed_device: str = "auto",
         seed: int = 0,
         device_store: bool = False,
+        layers: list[str] | None = None,
+        fusion: str = "concat",
+        fusion_dim: int | None = None,
+        blur: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         check_option("protocol", protocol, PROTOCOLS)
         check_option("normalize", normalize, NORMALIZE)
+        from neurodecode.training.targets import FUSIONS, blurred_spec
+
+        check_option("fusion", fusion, FUSIONS)
+        #: the teacher layers of the target, and how many the model mixes (1: none)
+        self.target_layers: list[str] = [str(x) for x in layers] if layers else [layer]
+        self.n_target_layers = len(self.target_layers) if layers and fusion == "mix" else 1
+        #: the cache spec of the image targets (the teacher's, or that of its blurred images)
+        self.target_spec = blurred_spec(teacher, blur)
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
         if device_store and not preload:
@@ -232,17 +256,22 @@ class BrainImageDataModule(L.LightningDataModule):
         hp = self.hparams
         cache = self._cache()
         ids = self.dataset.stimuli.stimulus_id.tolist()
-        return cache.has(hp.teacher, hp.layer, ids) and (not hp.text or cache.has(hp.teacher, "text"))
+        return (all(cache.has(self.target_spec, layer, ids) for layer in self.target_layers)
+                and (not hp.text or cache.has(hp.teacher, "text")))
 
     def _embed_dim(self) -> int:
         """The teacher layer's dimension, without embedding the stimuli (the model is built from it)."""
         hp = self.hparams
         cache = self._cache()
-        if cache.has(hp.teacher, hp.layer):
-            return int(cache.dim(hp.teacher, hp.layer))
         from neurodecode.teachers import probe_dim
 
-        return int(probe_dim(hp.teacher, hp.layer, self.dataset.stimuli))
+        dims = [int(cache.dim(self.target_spec, layer)) if cache.has(self.target_spec, layer)
+                else int(probe_dim(hp.teacher, layer, self.dataset.stimuli)) for layer in self.target_layers]
+        if not hp.layers:
+            return dims[0]
+        from neurodecode.training.targets import fused_dim
+
+        return fused_dim(dims, hp.fusion, hp.fusion_dim)
 
     def prepare_data(self) -> None:
         """Embed the stimuli the cache lacks with the teacher (Lightning calls this on one process)."""
@@ -253,8 +282,17 @@ class BrainImageDataModule(L.LightningDataModule):
 
         cache = self._cache()
         logger.info(f"embedding the stimuli of {self.root} with {hp.teacher} (first use) -> {cache.path}")
+        if self.target_spec != hp.teacher:
+            from neurodecode.training.targets import ensure_blurred_embeddings
+
+            ensure_blurred_embeddings(self.dataset.stimuli, hp.teacher, cache.path, hp.blur, self.target_layers,
+                                      batch_size=hp.embed_batch_size, device=hp.embed_device)
+            if hp.text:
+                ensure_embeddings(self.dataset.stimuli, hp.teacher, cache.path, layers=(), texts=True,
+                                  prompt=hp.prompt, batch_size=hp.embed_batch_size, device=hp.embed_device)
+            return
         ensure_embeddings(self.dataset.stimuli, hp.teacher, cache.path,
-                          layers=(hp.layer,), texts=hp.text, prompt=hp.prompt, batch_size=hp.embed_batch_size,
+                          layers=tuple(self.target_layers), texts=hp.text, prompt=hp.prompt, batch_size=hp.embed_batch_size,
                           device=hp.embed_device)
 
     def _load_embeddings(self) -> None:
@@ -269,7 +307,14 @@ class BrainImageDataModule(L.LightningDataModule):
                                    "'neurodecode embed' first when prepare_data is disabled).")
             self.prepare_data()  # used outside a Trainer, in one process
         hp = self.hparams
-        self._image_embeddings = self._cache().get(hp.teacher, hp.layer, ids=self.dataset.stimuli.stimulus_id.tolist())
+        ids = self.dataset.stimuli.stimulus_id.tolist()
+        embs = [self._cache().get(self.target_spec, layer, ids=ids) for layer in self.target_layers]
+        if not hp.layers:
+            self._image_embeddings = embs[0]
+        else:
+            from neurodecode.training.targets import fuse_concat, stack_layers
+
+            self._image_embeddings = fuse_concat(embs) if hp.fusion == "concat" else stack_layers(embs, self.embed_dim)
         if hp.text:
             self._text_embeddings = self._cache().get(hp.teacher, "text", ids=self.dataset.stimuli.concept.tolist())
 
@@ -429,6 +474,8 @@ class BrainImageDataModule(L.LightningDataModule):
         d = {
             "root": str(self.root), "modality": self.modality, "teacher": self.hparams.teacher,
             "layer": self.hparams.layer, "protocol": self.hparams.protocol, "subject": self.subject,
+            "layers": self.target_layers, "fusion": self.hparams.fusion if self.hparams.layers else None,
+            "blur": self.hparams.blur,
             "train_subjects": self.train_subjects, "test_subjects": self.test_subjects,
             "val_fraction": self.hparams.val_fraction, "split_seed": self.hparams.split_seed,
             "val_concepts": len(self.val_concepts()),

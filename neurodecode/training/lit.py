@@ -69,6 +69,23 @@ class AlignmentModule(L.LightningModule):
         RNG when their iterators are made).
     seed : int
         Base of that reseeding (the CLI links ``seed_everything`` here).
+    augment : nn.Module | None
+        Brain-side augmentation of training batches (e.g.
+        :class:`~neurodecode.training.augment.BrainAugment`), called on normalised inputs as
+        ``augment(x, labels)``; validation and test are never augmented.
+    positives : str
+        What the labels of the batch are (for ``AlignmentLoss(contrastive="multipos")`` and same-label
+        mixing): ``"image"`` (trials of one image) or ``"concept"`` (trials of one concept).
+    mix_per_subject : bool
+        With a data module whose ``fusion`` is ``"mix"``: learn one layer weighting per subject
+        (:class:`~neurodecode.training.targets.LayerMix`) instead of one for all.
+    image_views : int
+        Image-side augmentation: embed this many augmented views of every stimulus once (cached,
+        :func:`~neurodecode.training.targets.ensure_view_embeddings`); each training sample's target
+        is then drawn at each step among the sharp embedding and its views. Needs one sharp teacher
+        layer (no ``data.layers``/``data.blur``). 0: off.
+    view_seed : int
+        Seed of the views (part of their cache key).
     """
 
     def __init__(
@@ -88,11 +105,21 @@ class AlignmentModule(L.LightningModule):
         compile: bool = False,
         reseed_each_step: bool = True,
         seed: int = 0,
+        augment: nn.Module | None = None,
+        positives: str = "image",
+        mix_per_subject: bool = False,
+        image_views: int = 0,
+        view_seed: int = 0,
     ) -> None:
         super().__init__()
         check_option("scheduler", scheduler, SCHEDULERS)
+        check_option("positives", positives, ("image", "concept"))
         # the optimizer factory is code, not data: checkpoints stay loadable with weights_only=True
-        self.save_hyperparameters(ignore=["encoder", "loss", "optimizer"])
+        self.save_hyperparameters(ignore=["encoder", "loss", "optimizer", "augment"])
+        self.augment = augment
+        if augment is not None and hasattr(augment, "get_config"):
+            self.hparams["augment_config"] = augment.get_config()
+        self.target_mixer: nn.Module | None = None
         self.optimizer_factory = optimizer
         if hasattr(encoder, "get_config"):
             # lets a checkpoint rebuild its encoder without the YAML (see load_alignment_checkpoint)
@@ -117,6 +144,23 @@ class AlignmentModule(L.LightningModule):
         self.test_results: dict[str, Any] = {}
 
     # -- set-up -------------------------------------------------------------------------------
+    def _view_specs(self, dm: Any) -> list[str]:
+        """Embed the augmented views the cache lacks (``image_views``) and return their specs."""
+        from neurodecode.training.targets import ensure_view_embeddings
+
+        hp, dhp = self.hparams, dm.hparams
+        if getattr(dm, "target_layers", [dhp.layer]) != [dhp.layer] or getattr(dm, "target_spec", dhp.teacher) != dhp.teacher:
+            raise ValueError("image_views augments the targets of one sharp teacher layer; drop data.layers and "
+                             "data.blur, or set image_views: 0.")
+        return ensure_view_embeddings(dm.dataset.stimuli, dhp.teacher, dhp.cache or dm.root / "embeddings.h5",
+                                      hp.image_views, [dhp.layer], seed=hp.view_seed,
+                                      batch_size=dhp.embed_batch_size, device=dhp.embed_device)
+
+    def prepare_data(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if self.hparams.image_views > 0 and dm is not None:
+            self._view_specs(dm)  # one process embeds; the others read the cache in setup
+
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if not bool(self.stats_fitted) and dm is not None and hasattr(dm, "input_stats"):
@@ -125,6 +169,23 @@ class AlignmentModule(L.LightningModule):
         if dm is not None and hasattr(dm, "describe"):
             # what the model was trained on travels with the checkpoint (evaluate, export)
             self.hparams["data"] = dm.describe()
+        if dm is not None and getattr(dm, "n_target_layers", 1) > 1 and self.target_mixer is None:
+            from neurodecode.training.targets import LayerMix
+
+            # built before the optimizer and before a checkpoint's weights are restored
+            self.target_mixer = LayerMix(dm.n_target_layers, dm.embed_dim, dm.n_subjects,
+                                         per_subject=self.hparams.mix_per_subject)
+        if self.hparams.image_views > 0 and dm is not None and stage == "fit" and not hasattr(self, "target_views"):
+            from neurodecode.teachers.cache import EmbeddingCache
+
+            cache = EmbeddingCache(dm.hparams.cache or dm.root / "embeddings.h5")
+            ids = dm.dataset.stimuli.stimulus_id.tolist()
+            views = [dm.image_embeddings] + [cache.get(spec, dm.hparams.layer, ids=ids) for spec in self._view_specs(dm)]
+            self.register_buffer("target_views", torch.as_tensor(np.stack(views), dtype=torch.float32),
+                                 persistent=False)
+        if dm is not None and hasattr(dm, "dataset") and not hasattr(self, "stim_concept"):
+            codes = np.unique(np.asarray(dm.dataset.stimuli.concept), return_inverse=True)[1]
+            self.register_buffer("stim_concept", torch.as_tensor(codes, dtype=torch.int64), persistent=False)
         if self.hparams.compile and stage == "fit":
             self.encoder.compile()
 
@@ -148,8 +209,11 @@ class AlignmentModule(L.LightningModule):
             return (x - self.input_mean[:, None]) / self.input_std[:, None]
         return (x - self.input_mean) / self.input_std
 
-    def _encode(self, x: torch.Tensor, subject: torch.Tensor | None, heads: bool = False):
+    def _encode(self, x: torch.Tensor, subject: torch.Tensor | None, heads: bool = False,
+                augment_labels: torch.Tensor | None = None):
         x = self.normalize(x)
+        if augment_labels is not None and self.augment is not None:
+            x = self.augment(x, augment_labels)
         fn = self.encoder.forward_heads if heads and hasattr(self.encoder, "forward_heads") else self.encoder
         if subject is None or bool((subject < 0).all()):
             return fn(x, None)
@@ -184,15 +248,41 @@ class AlignmentModule(L.LightningModule):
             rank = self.trainer.global_rank if self._trainer is not None else 0
             torch.manual_seed((int(self.hparams.seed) * 1_000_003 + self.global_step) * 1024 + rank)
 
-    def _loss(self, batch: dict[str, torch.Tensor]):
-        brain = self._encode(batch["x"], batch["subject"], heads=True)
-        total, parts = self.loss(brain, batch["target"], batch.get("text"))
+    def labels(self, batch: dict[str, torch.Tensor], by: str) -> torch.Tensor:
+        """Per-row labels: the stimulus row (``"image"``) or its concept's code (``"concept"``)."""
+        if by == "image":
+            return batch["stim"]
+        if not hasattr(self, "stim_concept"):
+            raise ValueError("labels by concept need the data module's stimulus table (fit with a data module).")
+        return self.stim_concept[batch["stim"]]
+
+    def target(self, batch: dict[str, torch.Tensor], train: bool = False) -> torch.Tensor:
+        """The batch's targets: the teacher embeddings, their learned layer mix (fused targets), or in
+        training with ``image_views`` a random view per sample."""
+        if train and hasattr(self, "target_views"):
+            view = torch.randint(0, len(self.target_views), (len(batch["stim"]),), device=self.target_views.device)
+            return self.target_views[view, batch["stim"]]
+        if self.target_mixer is None:
+            return batch["target"]
+        return self.target_mixer(batch["target"], batch["subject"])
+
+    def _loss(self, batch: dict[str, torch.Tensor], train: bool = False):
+        aug = None
+        if train and self.augment is not None:
+            aug = self.labels(batch, getattr(self.augment, "mix_by", self.hparams.positives))
+        brain = self._encode(batch["x"], batch["subject"], heads=True, augment_labels=aug)
+        target = self.target(batch, train=train)
+        if getattr(self.loss, "uses_batch_info", False):
+            total, parts = self.loss(brain, target, batch.get("text"),
+                                     labels=self.labels(batch, self.hparams.positives), subject=batch["subject"])
+        else:
+            total, parts = self.loss(brain, target, batch.get("text"))
         return brain, total, parts
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         if self.closed_form:
             return None  # fitted in on_fit_start
-        _, total, parts = self._loss(batch)
+        _, total, parts = self._loss(batch, train=True)
         bs = len(batch["x"])
         self.log("train/loss", total, prog_bar=True, on_step=True, on_epoch=True, batch_size=bs, sync_dist=False)
         for k, v in parts.items():
@@ -201,6 +291,7 @@ class AlignmentModule(L.LightningModule):
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         brain, total, _ = self._loss(batch)
+        target = self.target(batch)
         emb = brain["contrastive"] if isinstance(brain, dict) else brain
         self.log(f"{stage}/loss", total, on_epoch=True, batch_size=len(batch["x"]), sync_dist=True,
                  prog_bar=stage == "val")
@@ -209,7 +300,7 @@ class AlignmentModule(L.LightningModule):
         for s, metric in self._metrics.get(stage, {}).items():
             m = batch["subject"] == s
             if bool(m.any()):
-                metric.update(emb[m].detach().float(), batch["target"][m].float(), ids=batch["index"][m],
+                metric.update(emb[m].detach().float(), target[m].detach().float(), ids=batch["index"][m],
                               targets=batch["stim"][m])
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -387,7 +478,8 @@ def load_alignment_checkpoint(path: str | Any) -> tuple[AlignmentModule, dict[st
     allowed = {k: hp[k] for k in ("lr", "weight_decay", "scheduler", "warmup_epochs", "min_lr_ratio", "n_chans",
                                    "n_voxels", "eval_way", "seed") if k in hp}
     module = AlignmentModule(encoder, **allowed)
-    state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("loss.")}
+    # the loss and a learned layer mix (targets.LayerMix) are training-time parts, not the encoder
+    state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith(("loss.", "target_mixer."))}
     missing, unexpected = module.load_state_dict(state, strict=False)
     missing = [m for m in missing if not m.startswith("loss.")]
     if missing or unexpected:
