@@ -245,3 +245,38 @@ def shared_data_dir() -> Path | None:
         if c.is_dir():
             return c
     return None
+
+
+def lazy_exports(package: str, exports: dict[str, tuple[str, ...]]) -> tuple[list[str], Any, Any]:
+    """``__all__``, ``__getattr__`` and ``__dir__`` of a package whose names load on first use (PEP 562).
+
+    Parameters
+    ----------
+    package : str
+        The package's ``__name__``.
+    exports : dict
+        Submodule name -> the names it exports.
+
+    Returns
+    -------
+    all_, getattr_, dir_
+        Assign them to ``__all__``, ``__getattr__`` and ``__dir__`` in the package's ``__init__``.
+    """
+    import importlib
+    import sys
+
+    where = {name: module for module, names in exports.items() for name in names}
+
+    def getattr_(name: str) -> Any:
+        if name in where:
+            value = getattr(importlib.import_module(f".{where[name]}", package), name)
+            setattr(sys.modules[package], name, value)
+            return value
+        if name in exports:
+            return importlib.import_module(f".{name}", package)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def dir_() -> list[str]:
+        return sorted(set(vars(sys.modules[package])) | set(where) | set(exports))
+
+    return sorted(where), getattr_, dir_

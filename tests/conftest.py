@@ -99,3 +99,14 @@ def tiny_encoder(sim_eeg, tmp_path_factory) -> Path:
     (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
     run_lightning_cli("fit", ["-c", str(tmp / "config.yaml")])
     return tmp / "run" / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one torch thread, and much faster when other processes share the cores."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -23,12 +23,7 @@ from neurodecode.training.targets import LayerMix, fuse_concat, stack_layers
 FEATURE_TEACHER = "test:features"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(n=6, d=4, seed=0):

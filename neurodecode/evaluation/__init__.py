@@ -28,8 +28,7 @@ neurodecode.evaluation`` is cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from neurodecode.utils import lazy_exports
 
 _EXPORTS = {
     "ranking": ("as_embeddings", "as_targets", "check_k_top", "csls_scores", "hit_probability_curve",
@@ -49,20 +48,4 @@ _EXPORTS = {
     "significance": ("CORRECTIONS", "label_permutation_significance", "window_significance"),
     "time_resolved": ("SCORINGS", "sliding_windows", "time_resolved_classification", "time_resolved_retrieval"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    if name in _EXPORTS:
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE) | set(_EXPORTS))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -141,19 +141,7 @@ def continuous_noise(model: SubjectModel, n: int, sfreq: float, rng: np.random.G
 
 def _write_stimulus_files(out: Path, stim: StimulusSet) -> None:
     """Images, stimulus table and true features, laid out as the epoched simulation lays them out."""
-    from PIL import Image
-
-    paths, concept_no = [], {}
-    for i, sid in enumerate(stim.stimulus_id):
-        ci, sp = stim.stim_concept[i], stim.split[i]
-        concept_no.setdefault(ci, sum(1 for k in concept_no if stim.concept_split[k] == sp) + 1)
-        folder = out / "images" / sp / f"{concept_no[ci]:05d}_{stim.concepts[ci].name}"
-        folder.mkdir(parents=True, exist_ok=True)
-        p = folder / f"{sid}.png"
-        with atomic_path(p, suffix=".png") as tmp:
-            Image.fromarray(stim.images[i]).save(tmp, format="PNG")
-        paths.append(p.relative_to(out).as_posix())
-    stim.table(paths, root=out).write_tsv(out / "stimuli.tsv")
+    stim.table(stim.write_images(out), root=out).write_tsv(out / "stimuli.tsv")
     with atomic_path(out / "features.npz", suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, stimulus_id=stim.stimulus_id.astype(str), low=stim.features["low"], mid=stim.features["mid"],

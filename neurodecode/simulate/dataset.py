@@ -83,7 +83,6 @@ def simulate(out: str | Path, cfg: SimulationConfig | None = None, *, progress_b
     >>> res = simulate("sim_eeg", modality="eeg", n_subjects=2)  # doctest: +SKIP
     >>> res.ceiling["mean"]["top1"]  # doctest: +SKIP
     """
-    from PIL import Image
 
     t0 = time.perf_counter()
     cfg = SimulationConfig(**{**asdict(cfg or SimulationConfig()), **overrides}).resolved()
@@ -91,20 +90,7 @@ def simulate(out: str | Path, cfg: SimulationConfig | None = None, *, progress_b
     out.mkdir(parents=True, exist_ok=True)
     with use_log_level(verbose):
         stim = make_stimuli(cfg)
-        # images in the THINGS folder layout: images/<split>/<NNNNN>_<concept>/<concept>_<NN>.png
-        paths = []
-        concept_no = {}
-        for i, sid in enumerate(stim.stimulus_id):
-            ci = stim.stim_concept[i]
-            sp = stim.split[i]
-            concept_no.setdefault(ci, sum(1 for k in concept_no if stim.concept_split[k] == sp) + 1)
-            folder = out / "images" / sp / f"{concept_no[ci]:05d}_{stim.concepts[ci].name}"
-            folder.mkdir(parents=True, exist_ok=True)
-            p = folder / f"{sid}.png"
-            with atomic_path(p, suffix=".png") as tmp:
-                Image.fromarray(stim.images[i]).save(tmp, format="PNG")
-            paths.append(p.relative_to(out).as_posix())
-        table = stim.table(paths, root=out)
+        table = stim.table(stim.write_images(out), root=out)  # images in the THINGS folder layout
         write_prepared_metadata(out, table, {
             "source": "simulate", "modality": cfg.modality, "subjects": [f"{s + 1:02d}" for s in range(cfg.n_subjects)],
             "config": asdict(cfg), "description": "simulated data; see neurodecode.simulate.forward",

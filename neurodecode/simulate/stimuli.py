@@ -68,6 +68,31 @@ class StimulusSet:
         names = [self.concepts[c].name for c in self.stim_concept]
         return StimulusTable(self.stimulus_id, names, paths, self.split, root=root)
 
+    def write_images(self, out: Path) -> list[str]:
+        """Write the images in the THINGS layout ``images/<split>/<NNNNN>_<concept>/<id>.png`` (atomically).
+
+        Returns
+        -------
+        paths : list of str
+            Each image's path relative to ``out``, in stimulus order.
+        """
+        from PIL import Image
+
+        from neurodecode.utils import atomic_path
+
+        paths: list[str] = []
+        concept_no: dict[int, int] = {}
+        for i, sid in enumerate(self.stimulus_id):
+            ci, sp = self.stim_concept[i], self.split[i]
+            concept_no.setdefault(ci, sum(1 for k in concept_no if self.concept_split[k] == sp) + 1)
+            folder = Path(out) / "images" / sp / f"{concept_no[ci]:05d}_{self.concepts[ci].name}"
+            folder.mkdir(parents=True, exist_ok=True)
+            p = folder / f"{sid}.png"
+            with atomic_path(p, suffix=".png") as tmp:
+                Image.fromarray(self.images[i]).save(tmp, format="PNG")
+            paths.append(p.relative_to(out).as_posix())
+        return paths
+
 
 # --------------------------------------------------------------------------------------------------
 # stimuli

@@ -25,8 +25,7 @@ Names are imported lazily: ``import neurodecode.streaming`` loads neither torch 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from neurodecode.utils import lazy_exports
 
 _EXPORTS = {
     "lslconfig": ("import_mne_lsl", "lsl_available", "use_machine_only", "write_lsl_config"),
@@ -42,20 +41,4 @@ _EXPORTS = {
     "recon_worker": ("ReconstructionWorker", "load_reconstructor"),
     "offline": ("offline_decisions",),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    if name in _EXPORTS:
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE) | set(_EXPORTS))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
