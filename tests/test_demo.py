@@ -95,8 +95,11 @@ def test_demo_finds_its_packaged_config_outside_a_checkout(tmp_path):
 
 def _demo(out: Path, cfg: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    # SIGINT back to its default in the child: a shell that starts the tests in the background ignores it, and a
+    # Python started with SIGINT ignored never turns it into KeyboardInterrupt (the test presses Ctrl-C)
     return subprocess.run([sys.executable, "-m", "neurodecode", "demo", "--out", str(out), "--quick", "--config",
-                           str(cfg), *extra], capture_output=True, text=True, timeout=900, env=env)
+                           str(cfg), *extra], capture_output=True, text=True, timeout=900, env=env,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_interrupted_demo_resumes_and_finishes(tmp_path):

@@ -50,6 +50,22 @@ def _bytes(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.png"))}
 
 
+def _pixels(folder: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for p in sorted(folder.rglob("*.png")):
+        with Image.open(p) as im:
+            out[p.relative_to(folder).as_posix()] = np.asarray(im, dtype=np.int16)
+    return out
+
+
+def _assert_same_images(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    """The same images, up to float rounding of other batch shapes (a few 1/255 steps at most)."""
+    assert a.keys() == b.keys()
+    for name, x in a.items():
+        diff = np.abs(x - b[name])
+        assert diff.max() <= 3 and diff.mean() < 0.05, (name, diff.max(), diff.mean())
+
+
 def test_sample_seed_is_a_function_of_seed_id_and_k():
     assert sample_seed(0, "a", 0) == sample_seed(0, "a", 0)
     seeds = {sample_seed(s, i, k) for s in (0, 1) for i in ("a", "b") for k in (0, 1)}
@@ -67,9 +83,9 @@ def test_jobs_are_order_free_resumable_and_shardable(tmp_path, monkeypatch):
     order = [2, 0, 1]
     draw_images(gen, emb[order], [ids[i] for i in order], tmp_path / "b", n_samples=2, batch_size=1,
                 show_progress=False)
-    assert _bytes(tmp_path / "a") == _bytes(tmp_path / "b")
-    a = _bytes(tmp_path / "a")
-    assert a["s1/0.png"] != a["s1/1.png"] and a["s1/0.png"] != a["s2/0.png"]
+    _assert_same_images(_pixels(tmp_path / "a"), _pixels(tmp_path / "b"))
+    a = _pixels(tmp_path / "a")
+    assert np.abs(a["s1/0.png"] - a["s1/1.png"]).mean() > 5 and np.abs(a["s1/0.png"] - a["s2/0.png"]).mean() > 5
     # an interrupted run: only what is missing is drawn, and it is the same image
     image_path(tmp_path / "a", "s2", 1).unlink()
     assert pending_jobs(tmp_path / "a", ids, 2) == [(2, 1)]
@@ -77,7 +93,8 @@ def test_jobs_are_order_free_resumable_and_shardable(tmp_path, monkeypatch):
     real = DemoGenerator.generate
     monkeypatch.setattr(DemoGenerator, "generate", lambda self, e, **kw: calls.append(len(e)) or real(self, e, **kw))
     assert draw_images(gen, emb, ids, tmp_path / "a", n_samples=2, show_progress=False) == {"drawn": 1, "skipped": 5}
-    assert calls == [1] and _bytes(tmp_path / "a") == a
+    assert calls == [1]
+    _assert_same_images(_pixels(tmp_path / "a"), a)
     monkeypatch.undo()
     # Lightning's predict loop (the multi-device path, here on one CPU device) writes the same files
     from neurodecode.reconstruction.generators import GeneratorFactory
@@ -86,7 +103,7 @@ def test_jobs_are_order_free_resumable_and_shardable(tmp_path, monkeypatch):
     L.seed_everything(5)
     draw_images_sharded(factory, emb, ids, tmp_path / "c", n_samples=2, batch_size=2, accelerator="cpu",
                         devices=1, show_progress=False)
-    assert _bytes(tmp_path / "c") == a
+    _assert_same_images(_pixels(tmp_path / "c"), a)
     assert set(read_samples(tmp_path / "c", ids, 2)) == set(ids)
     with pytest.raises(FileNotFoundError, match="rerun the command"):
         read_samples(tmp_path / "c", ids, 3)
@@ -267,6 +284,7 @@ def test_two_ddp_processes_draw_the_single_process_images(tiny_encoder, tiny_pri
     assert proc.returncode == 0, log[-4000:]
     assert "Starting with 2 processes" in log and log.count("images, metrics.json") == 1, log[-4000:]  # rank 0 reports
     assert main(["reconstruct", *common, "--out", str(tmp_path / "one")]) == 0
-    ddp, one = _bytes(tmp_path / "ddp" / "images"), _bytes(tmp_path / "one" / "images")
-    assert len(one) == 8 * 3 and ddp == one
+    ddp, one = _pixels(tmp_path / "ddp" / "images"), _pixels(tmp_path / "one" / "images")
+    assert len(one) == 8 * 3
+    _assert_same_images(ddp, one)
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["metrics"].keys() == {"pixcorr", "ssim"}
