@@ -321,6 +321,24 @@ def test_raw_layout_store(tmp_path):
     prov = [p["step"] for p in st.provenance]
     assert prov == ["things_eeg2.read_raw", "epoch", "select_repetitions", "mvnn"]
     assert st.provenance[-1]["params"]["fit_on"] == "train"
+    # the whitener is kept beside the store (each session's covariance, the whitener of their mean), and a stream
+    # of a model trained on these data whitens with it
+    from neurodecode.preprocessing.mvnn import inverse_sqrt
+    from neurodecode.streaming.recipe import recipe_from_model
+
+    with np.load(out / "sub-01.mvnn.npz", allow_pickle=False) as f:
+        kept = {k: f[k] for k in f.files}
+    assert kept["covariances"].shape == (4, 63, 63) and kept["sessions"].tolist() == ["01", "02", "03", "04"]
+    np.testing.assert_allclose(kept["whitener"], inverse_sqrt(kept["covariances"].mean(0)))
+    for cov in kept["covariances"]:  # noise covariances: symmetric, positive definite, one per session
+        np.testing.assert_allclose(cov, cov.T, atol=1e-12 * np.abs(cov).max())
+        assert np.linalg.eigvalsh(cov).min() > 0
+    c0, c1 = kept["covariances"][:2]
+    assert np.abs(c0 - c1).max() > 0.01 * np.abs(c0).max()  # each session its own
+    config = {"data": {"channels": list(CHANNELS_63), "sfreq": 250.0, "tmin": 0.0, "n_times": 250}}
+    recipe = recipe_from_model(config, store=out / "sub-01.h5")
+    np.testing.assert_allclose(recipe.mvnn, kept["whitener"])
+    assert "mvnn" in recipe.post
 
 
 def test_raw_options_change_output_and_are_recorded(tmp_path):

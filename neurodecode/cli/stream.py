@@ -30,7 +30,8 @@ Modes (--mode):
 Preprocessing is the training data's, read from the model's config.json and the provenance of the
 trial stores it names: channels picked and ordered by name (a missing channel is an error),
 per-epoch MNE filter, resampling, baseline and crop (exactly as offline), per-channel scaling, MVNN
-whitening (--mvnn FILE), and the model's input normalisation. A filter of the continuous recording
+whitening (kept beside the store as sub-XX.mvnn.npz by 'prepare' of raw THINGS-EEG2 sessions, or --mvnn
+FILE), and the model's input normalisation. A filter of the continuous recording
 runs causally online (Butterworth, scipy sosfilt with its state kept) where offline it was
 zero-phase: the documented difference (its group delay is in summary.json).
 

@@ -428,6 +428,7 @@ def prepare_raw_subject(paths: Mapping[str, Mapping[str, Path]], out: Path, subj
     if options.mvnn_mode != "none":
         steps.append(provenance_step("mvnn", mode=options.mvnn_mode, shrinkage=options.shrinkage,
                                      fit_on=options.mvnn_fit, per="session"))
+    covariances: list[np.ndarray] = []
     with StoreWriter(store_path(out, subject), n_trials, (len(CHANNELS_63), op.n_out), modality="eeg",
                      stimuli=stimuli, subject=subject, sfreq=op.sfreq, tmin=op.tmin,
                      info=eeg_info(CHANNELS_63, op.sfreq), provenance=steps,
@@ -435,7 +436,9 @@ def prepare_raw_subject(paths: Mapping[str, Mapping[str, Path]], out: Path, subj
         for ses in progress(sessions, enabled=progress_bar, desc=f"sub-{subject} sessions", unit="session"):
             epoched = {split: _epoch_part(p, op, options, progress_bar=progress_bar, verbose=verbose)
                        for split, p in plans[ses].items()}
-            _whiten_session(epoched, options)
+            model = _whiten_session(epoched, options)
+            if model is not None:
+                covariances.append(model.covariance_)
             for split, x in epoched.items():
                 flat = x.reshape(-1, *x.shape[2:])
                 for s in range(0, len(flat), 1024):
@@ -445,4 +448,27 @@ def prepare_raw_subject(paths: Mapping[str, Mapping[str, Path]], out: Path, subj
                  repetition=np.concatenate(fields["repetition"]), session=np.concatenate(fields["session"]),
                  extra={"condition": np.concatenate(fields["condition"]),
                         "event_sample": np.concatenate(fields["event_sample"])})
+    if covariances:
+        save_whitener(store_path(out, subject), covariances, [str(x) for x in sessions], options.mvnn_mode)
     return {"sfreq": op.sfreq, "tmin": op.tmin, "n_times": op.n_out, "ch_names": list(CHANNELS_63)}
+
+
+def whitener_path(store: Path) -> Path:
+    """``sub-XX.mvnn.npz`` beside the store ``sub-XX.h5``: the MVNN of its training sessions."""
+    return Path(store).with_suffix(".mvnn.npz")
+
+
+def save_whitener(store: Path, covariances: Sequence[np.ndarray], sessions: Sequence[str], mode: str) -> Path:
+    """Keep each session's noise covariance and the whitener of their mean (what a new session gets online).
+
+    Written atomically beside the store (:func:`whitener_path`); read with ``np.load(allow_pickle=False)``.
+    """
+    from neurodecode.preprocessing.mvnn import inverse_sqrt
+    from neurodecode.utils import atomic_path
+
+    covs = np.stack([np.asarray(c, dtype=np.float64) for c in covariances])
+    path = whitener_path(store)
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, whitener=inverse_sqrt(covs.mean(0)), covariances=covs, sessions=np.asarray(sessions, dtype=str),
+                 channels=np.asarray(CHANNELS_63, dtype=str), mode=np.asarray(mode))
+    return path

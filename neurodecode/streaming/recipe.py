@@ -240,11 +240,27 @@ def _apply_provenance(recipe: OnlineRecipe, steps: list[dict[str, Any]], attrs: 
         elif name in ("mvnn", "things_eeg2.read_preprocessed"):
             whitened = True
             recipe.post.append("mvnn")
+            _kept_whitener(recipe, Path(where))
         elif name not in ("read_csv", "select_repetitions", "things_eeg2.read_raw", "things_meg_select"):
             recipe.notes.append(f"{where}: provenance step {name!r} is not reproduced online")
     if recipe.stream_filter is not None:
         recipe.notes.append(stream_filter_note(recipe.stream_filter))
     return whitened
+
+
+def _kept_whitener(recipe: OnlineRecipe, store: Path) -> None:
+    """Use the whitener ``prepare`` kept beside the store (raw THINGS-EEG2: the mean of the training sessions')."""
+    path = store.with_suffix(".mvnn.npz")
+    if not path.is_file():
+        return
+    with np.load(path, allow_pickle=False) as f:
+        channels, w = [str(c) for c in f["channels"]], np.asarray(f["whitener"], dtype=np.float64)
+    if channels != list(recipe.channels):  # whitening mixes channels: only valid on the channels it was fitted on
+        recipe.notes.append(f"{path}: the kept whitener is over {len(channels)} channels, the model reads "
+                            f"{len(recipe.channels)}: not used")
+        return
+    recipe.mvnn = w
+    recipe.notes.append(f"MVNN: the whitener of the training sessions' mean noise covariance ({path.name})")
 
 
 def stream_filter_note(f: dict[str, Any]) -> str:
@@ -312,7 +328,8 @@ def recipe_from_model(config: dict[str, Any], *, store: PathLike | None = None, 
     elif whitened and recipe.mvnn is None:
         if not no_mvnn:
             raise UserError("the model's training data were whitened (MVNN, fitted per session on training data), "
-                            "and the whitener was not kept: give it with --mvnn FILE.npy (fit one on a calibration "
+                            "and no whitener was kept beside the store (the preprocessed THINGS-EEG2 release comes "
+                            "whitened; raw sessions prepared by neurodecode keep sub-XX.mvnn.npz): give it with --mvnn FILE.npy (fit one on a calibration "
                             "recording with neurodecode.streaming.online.fit_whitener), or pass --no-mvnn to decode "
                             "without whitening (expect lower accuracy).")
         recipe.post = [p for p in recipe.post if p != "mvnn"]
