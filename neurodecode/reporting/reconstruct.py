@@ -188,6 +188,12 @@ def reconstruct(encoder: PathLike, prior: PathLike, generator: str, out: PathLik
     init, post, low = (None, None, {"lowlevel": None, "strength": 1.0, "blend_alpha": None})
     if lowlevel is not None:
         init, post, low = _lowlevel_parts(lowlevel, inputs, gen.image_size, strength, blend_alpha)
+    if sharded:  # every rank builds its own generator in the predict loop: do not hold a second copy on rank 0
+        gen = None
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     ranks = [0]
 
