@@ -381,3 +381,280 @@ def test_fit_with_image_views(sim_eeg, tmp_path):
     match = (drawn[:, None] == options[None]).all(-1)  # (draws, 3, batch)
     assert bool(match.any(1).all())  # every drawn target is one of the sample's views
     assert len(set(match.float().argmax(1).flatten().tolist())) == 3  # and all three are drawn
+
+
+# -- uncertainty-aware blur (UBP) ------------------------------------------------------------------------
+def test_ubp_settings_and_cache_keys():
+    from neurodecode.training.targets import blurred_spec
+    from neurodecode.training.ubp import UBPConfig, target_specs
+
+    cfg = UBPConfig()  # UBP's kernels 45/51/57 px at 224 px as OpenCV Gaussians, foveated with G = 3
+    assert cfg.sigmas == (7.1, 8.0, 8.9) and cfg.fovea == 3.0 and cfg.momentum == 0.3 and cfg.alpha == 0.05
+    assert cfg.specs("efficientnet-lite0") == ["efficientnet-lite0#blur7.1-fovea3", "efficientnet-lite0#blur8-fovea3",
+                                               "efficientnet-lite0#blur8.9-fovea3"]
+    assert blurred_spec("t", 2.0) == "t#blur2" and blurred_spec("t", 2.0, None) == "t#blur2"  # the fixed blur's key
+    # default: sharp targets, one spec (today's behaviour); a fixed blur: its own spec; ubp: three
+    assert target_specs("t", None) == (None, ["t"]) and target_specs("t", 2.0) == (None, ["t#blur2"])
+    ubp, specs = target_specs("t", "ubp", {"sigmas": [1, 2, 3], "fovea": None})
+    assert ubp.sigmas == (1.0, 2.0, 3.0) and specs == ["t#blur1", "t#blur2", "t#blur3"]
+    for kw, msg in [({"blur": "ubp", "ubp": {"sigma": [1]}}, "unknown key"),
+                    ({"blur": None, "ubp": {}}, "needs data.blur: ubp"),
+                    ({"blur": "gauss"}, "'ubp' or null"),
+                    ({"blur": "ubp", "layers": ["final", "block1-mean"]}, "one teacher layer"),
+                    ({"blur": "ubp", "ubp": {"sigmas": [3, 2, 1]}}, "increasing"),
+                    ({"blur": "ubp", "ubp": {"momentum": 0}}, "momentum")]:
+        with pytest.raises(ValueError, match=msg):
+            target_specs("t", kw["blur"], kw.get("ubp"), kw.get("layers"))
+
+
+def test_foveated_blur_keeps_half_the_centre_and_blurs_the_periphery():
+    from neurodecode.training.targets import GaussianBlur
+
+    fov = GaussianBlur(lambda im: im, 2.0, fovea=3.0)
+    share = fov.sharp_share(9, 9)
+    assert float(share[4, 4]) == pytest.approx(0.5)  # the centre: half sharp, half blurred
+    assert float(share[0, 0]) == pytest.approx(0.5 * np.exp(-3.0), rel=1e-6)  # a corner: almost all blurred
+    assert float(share[4, 6]) == pytest.approx(0.5 * np.exp(-3.0 * 2 / np.hypot(4, 4)), rel=1e-6)
+    checker = torch.zeros(3, 33, 33)
+    checker[:, ::2] = 1.0
+    plain = GaussianBlur(lambda im: im, 2.0)(checker)
+    out = fov(checker)
+    np.testing.assert_allclose(out.numpy(), (fov.sharp_share(33, 33) * checker + (1 - fov.sharp_share(33, 33)) * plain)
+                               .numpy(), atol=1e-6)
+    centre, corner = out[:, 12:21, 12:21], out[:, :6, :6]
+    assert float(centre.std()) > 5 * float(corner.std())  # detail kept in the fovea only
+    assert "foveated G=3" in repr(fov) and "foveated G" not in repr(GaussianBlur(lambda im: im, 2.0))
+
+
+def test_uncertainty_blur_follows_the_mismatch_by_hand():
+    """Twelve samples: the worst match gets the strong blur, the best one the weak blur, as UBP classes them."""
+    from neurodecode.training.ubp import UncertaintyBlur
+
+    n_stim, dim = 5, 4
+    levels = torch.stack([torch.full((n_stim, dim), float(k)) + torch.arange(n_stim)[:, None] / 10 for k in range(3)])
+    ubp = UncertaintyBlur(levels, n_samples=12)
+    index, stim = torch.arange(12), torch.arange(12) % n_stim
+    assert torch.equal(ubp(stim, index), levels[1, stim])  # everyone starts at the middle blur
+    s = torch.tensor([0.3] * 10 + [0.9, -0.3])
+    # by hand: mean 0.3, sd (ddof=1) sqrt(0.72 / 11) = 0.256, so the interval is 0.3 +- 1.96 * 0.256 = [-0.20, 0.80]
+    level = ubp.update(index, s)
+    assert level.tolist() == [1] * 10 + [0, 2]
+    np.testing.assert_allclose(ubp.similarity.numpy(), s.numpy())  # the average starts at the first similarity
+    targets = ubp(stim, index)
+    assert torch.equal(targets[10], levels[0, stim[10]]) and torch.equal(targets[11], levels[2, stim[11]])
+    assert torch.equal(targets[:10], levels[1, stim[:10]])
+    # the next step folds the new similarity in with momentum 0.3: averages 0.24, 0.27, ..., 0.39 (mean 0.315,
+    # sd 0.3 * 0.187 = 0.056), interval 0.315 +- 0.110 = [0.205, 0.425]; as in UBP the current similarity is
+    # compared with it, so 0.1 and 0.2 (worse than the samples' smoothed record) get the strong blur
+    s2 = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    level2 = ubp.update(index[:6], s2)
+    np.testing.assert_allclose(ubp.similarity[:6].numpy(), (0.3 * s2 + 0.7 * 0.3).numpy(), rtol=1e-6)
+    assert level2.tolist() == [2, 2, 1, 1, 0, 0] and ubp.level.tolist() == [2, 2, 1, 1, 0, 0] + [1] * 4 + [0, 2]
+    sigma = np.array([7.1, 8.0, 8.9])[ubp.level.numpy()]  # higher mismatch (lower similarity), stronger blur
+    assert sigma[0] > sigma[2] > sigma[4] and sigma[11] == 8.9
+    # step() measures the mismatch as the cosine of brain and target embeddings: a poor match, a strong blur
+    brain = levels[1, stim].clone()
+    brain[3] = -brain[3]  # the opposite direction: cosine -1
+    lv = UncertaintyBlur(levels, 12).step(brain + 0.01 * torch.randn(12, dim), levels[1, stim], index)
+    assert int(lv[3]) == 2 and int((lv == 2).sum()) == 1
+    assert set(ubp.state_dict()) == {"similarity", "level"}  # the target table is the cache's, not the checkpoint's
+
+
+def _with_ubp_levels(root):
+    """Cache the feature teacher's 'blurred' embeddings at UBP's three levels (less low-level signal each)."""
+    from neurodecode.teachers.cache import EmbeddingCache, merge_shards, parts_dir, write_shard
+    from neurodecode.training.ubp import UBPConfig
+
+    cache = EmbeddingCache(root / "embeddings.h5")
+    ids = [str(s) for s in np.load(root / "features.npz")["stimulus_id"]]
+    final = cache.get(FEATURE_TEACHER, "final", ids=ids)
+    rng = np.random.default_rng(5)
+    levels = []
+    for k, spec in enumerate(UBPConfig().specs(FEATURE_TEACHER)):
+        emb = (final + (0.3 + 0.2 * k) * rng.standard_normal(final.shape)).astype("float32")
+        write_shard(parts_dir(root / "embeddings.h5"), spec, {"final": (ids, emb, {})})
+        levels.append(emb)
+    merge_shards(root / "embeddings.h5")
+    return np.stack(levels)
+
+
+@pytest.mark.slow
+def test_ubp_levels_are_embedded_and_cached_under_their_own_keys(tmp_path):
+    """The real image teacher: three foveated blur levels, each cached once under its key, none of them sharp."""
+    from conftest import make_sim
+
+    from neurodecode.teachers.cache import EmbeddingCache
+    from neurodecode.training.data import BrainImageDataModule
+
+    root = make_sim(tmp_path / "sim", n_subjects=1, n_train_concepts=6, n_test_concepts=2, n_exemplars=1)
+    kw = {"teacher": "efficientnet-lite0", "embed_device": "cpu", "embed_batch_size": 32}
+    dm = BrainImageDataModule(str(root), blur="ubp", **kw)
+    levels = dm.blur_levels
+    cache = EmbeddingCache(root / "embeddings.h5")
+    specs = ["efficientnet-lite0#blur7.1-fovea3", "efficientnet-lite0#blur8-fovea3", "efficientnet-lite0#blur8.9-fovea3"]
+    assert dm.target_specs == specs and all(cache.has(spec, "final") for spec in specs)
+    assert not cache.has("efficientnet-lite0", "final") and levels.shape == (3, len(dm.dataset.stimuli), 1280)
+    np.testing.assert_array_equal(dm.image_embeddings, levels[1])
+    sharp = BrainImageDataModule(str(root), **kw).image_embeddings
+
+    def cos(a, b):
+        return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+    to_sharp = [cos(level, sharp) for level in levels]
+    assert all(np.all(c < 0.9999) for c in to_sharp)  # every level differs from the sharp targets
+    assert to_sharp[0].mean() > to_sharp[1].mean() > to_sharp[2].mean()  # stronger blur, further from sharp
+    again = BrainImageDataModule(str(root), blur="ubp", **kw)  # read back from the cache, not embedded again
+    np.testing.assert_array_equal(again.blur_levels, levels)
+
+
+def test_fit_and_evaluate_with_ubp(sim_eeg, tmp_path):
+    """data.blur: ubp trains on each sample's level, validates and evaluates on the middle one, and resumes."""
+    import json
+
+    import yaml
+
+    from neurodecode.cli.lightning import run_cli
+    from neurodecode.reporting.evaluate import evaluate
+    from neurodecode.training.data import BrainImageDataModule
+
+    root = tmp_path / "sim"
+    shutil.copytree(sim_eeg, root)
+    levels = _with_ubp_levels(root)
+    default = BrainImageDataModule(str(root), teacher=FEATURE_TEACHER)
+    assert default.ubp is None and default.target_specs == [FEATURE_TEACHER] and default.blur_levels is None
+    cfg = {
+        "seed_everything": 0, "test_after_fit": False,
+        "trainer": {"max_epochs": 2, "accelerator": "cpu", "devices": 1, "logger": False,
+                    "enable_progress_bar": False, "enable_model_summary": False,
+                    "default_root_dir": str(tmp_path / "run")},
+        "model": {"class_path": "neurodecode.training.lit.AlignmentModule", "init_args": {
+            "encoder": {"class_path": "neurodecode.encoders.MLP", "init_args": {"hidden_sizes": [16]}}}},
+        "data": {"root": str(root), "teacher": FEATURE_TEACHER, "batch_size": 16, "protocol": "joint",
+                 "blur": "ubp"},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    cli = run_cli("fit", ["-c", str(tmp_path / "c.yaml")])
+    model, dm = cli.model, cli.datamodule
+    np.testing.assert_array_equal(dm.blur_levels, levels)
+    np.testing.assert_array_equal(dm.image_embeddings, levels[1])  # validation/test/evaluation: the middle blur
+    blur = model.target_blur
+    assert len(blur.similarity) == len(dm.sets["train"]) and bool(torch.isfinite(blur.similarity).all())
+    assert set(blur.level.unique().tolist()) <= {0, 1, 2}
+    batch = next(iter(dm.train_dataloader()))
+    np.testing.assert_array_equal(model.target(batch, train=True).numpy(),
+                                  levels[blur.level[batch["index"]].numpy(), batch["stim"].numpy()])
+    assert torch.equal(model.target(batch), batch["target"])
+    assert dm.describe()["ubp"]["sigmas"] == [7.1, 8.0, 8.9]
+    # the state is in the checkpoint (a resumed run continues it), not in the encoder
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)["state_dict"]
+    torch.testing.assert_close(state["target_blur.similarity"], blur.similarity)
+    m = evaluate(last, tmp_path / "ev", time_resolved=False, ablation=False, figures=False, n_boot=50,
+                 n_permutations=20, progress_bar=False)
+    assert m["data"]["blur"] == "ubp"
+    json.dumps(m["data"])
+
+
+# -- evaluating fused targets --------------------------------------------------------------------------
+def _fit_fused(root, tmp_path, name, **data):
+    import yaml
+
+    from neurodecode.cli.lightning import run_cli
+
+    cfg = {
+        "seed_everything": 0, "test_after_fit": False,
+        "trainer": {"max_epochs": 3, "accelerator": "cpu", "devices": 1, "logger": False,
+                    "enable_progress_bar": False, "enable_model_summary": False,
+                    "default_root_dir": str(tmp_path / name)},
+        "model": {"class_path": "neurodecode.training.lit.AlignmentModule", "init_args": {
+            "encoder": {"class_path": "neurodecode.encoders.MLP", "init_args": {"hidden_sizes": [32]}},
+            "lr": 3e-2, "mix_per_subject": True}},
+        "data": {"root": str(root), "teacher": FEATURE_TEACHER, "batch_size": 16, "protocol": "joint",
+                 "layers": ["final", "block1-mean"], **data},
+    }
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    run_cli("fit", ["-c", str(tmp_path / f"{name}.yaml")])
+    return tmp_path / name / "checkpoints" / "last.ckpt"
+
+
+def _direct_top1(ckpt, targets_of):
+    """Top-1 and 2-way accuracy per test subject, from the model's embeddings and ``targets_of(rows, subject)``."""
+    from neurodecode.training.loading import embed_set, load_for_evaluation
+
+    model, dm, _ = load_for_evaluation(ckpt)
+    dm.setup("test")
+    ts = dm.sets["test"]
+    emb = embed_set(model, ts.data, ts.subjects)
+    out = {}
+    for s in np.unique(ts.subjects):
+        m = ts.subjects == s
+        cand, true = np.unique(ts.stim_rows[m], return_inverse=True)
+        img = targets_of(dm, cand, int(s))
+        e = emb[m] / np.linalg.norm(emb[m], axis=1, keepdims=True)
+        sim = e @ (img / np.linalg.norm(img, axis=1, keepdims=True)).T
+        two = np.mean([(sim[q, true[q]] > np.delete(sim[q], true[q])).mean() for q in range(len(sim))])
+        out[s] = ((sim.argmax(1) == true).mean(), two)
+    return out
+
+
+def test_evaluate_a_learned_layer_mix_per_subject(sim_eeg, tmp_path):
+    """evaluate scores a 'mix' encoder against the stimuli's layers mixed by its learned per-subject weights."""
+    from neurodecode.reporting.evaluate import evaluate
+    from neurodecode.training.export import export_checkpoint
+
+    root, _ = _with_layers(sim_eeg, tmp_path)
+    ckpt = _fit_fused(root, tmp_path, "mix", fusion="mix")
+    raw = torch.load(ckpt, weights_only=True)
+    weights = torch.softmax(raw["state_dict"]["target_mixer.logits"], dim=1).numpy()  # (2 subjects, 2 layers)
+    assert weights.shape == (2, 2) and not np.allclose(weights[0], weights[1])  # learned, one set per subject
+    np.testing.assert_allclose(raw["hyper_parameters"]["data"]["mix_weights"], weights, rtol=1e-6)
+
+    def mixed(dm, rows, s):  # written out: sum over layers of the subject's weight times its unit-norm block
+        stacked = np.asarray(dm.image_embeddings)[rows].reshape(len(rows), 2, 32)
+        return weights[s, 0] * stacked[:, 0] + weights[s, 1] * stacked[:, 1]
+
+    direct = _direct_top1(ckpt, mixed)
+    m = evaluate(ckpt, tmp_path / "ev", time_resolved=True, tr_width=0.2, tr_step=0.2, ablation=True, figures=False,
+                 n_boot=50, n_permutations=20, progress_bar=False)
+    for s, name in enumerate(["01", "02"]):
+        r = m["subjects"][name]["retrieval"]["inductive"]["brain_to_image"]
+        assert r["top1_full"] == pytest.approx(direct[s][0]) and r["top1_2way"] == pytest.approx(direct[s][1])
+    np.testing.assert_allclose(m["model"]["mix_weights"], weights, rtol=1e-6)
+    assert set(m["time_resolved"]) == {"01", "02"} and m["ablation"]["baseline"]["top1_full"] >= 0
+    # the other subject's weights would give other targets: the per-subject path is the one taken
+    from neurodecode.training.loading import evaluation_targets, load_for_evaluation
+
+    _, dm, _ = load_for_evaluation(ckpt)
+    rows = np.arange(6)
+    np.testing.assert_allclose(evaluation_targets(dm, rows, 1), mixed(dm, rows, 1), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(evaluation_targets(dm, rows, 0), evaluation_targets(dm, rows, 1))
+    np.testing.assert_allclose(evaluation_targets(dm, rows, -1),  # an unseen subject: the mean weights
+                               0.5 * (mixed(dm, rows, 0) + mixed(dm, rows, 1)), rtol=1e-5, atol=1e-6)
+    # an exported folder carries the weights: the same numbers
+    exported = export_checkpoint(ckpt, tmp_path / "exported")
+    m2 = evaluate(exported, tmp_path / "ev2", time_resolved=False, ablation=False, figures=False, n_boot=50,
+                  n_permutations=20, progress_bar=False)
+    for name in ("01", "02"):
+        assert (m2["subjects"][name]["retrieval"]["inductive"]["brain_to_image"]["top1_full"]
+                == m["subjects"][name]["retrieval"]["inductive"]["brain_to_image"]["top1_full"])
+
+
+def test_evaluate_concatenated_layers(sim_eeg, tmp_path):
+    from neurodecode.reporting.evaluate import evaluate
+    from neurodecode.teachers.cache import EmbeddingCache
+
+    root, _ = _with_layers(sim_eeg, tmp_path)
+    ckpt = _fit_fused(root, tmp_path, "concat", fusion="concat")
+    cache = EmbeddingCache(root / "embeddings.h5")
+
+    def concat(dm, rows, s):
+        ids = dm.dataset.stimuli.stimulus_id[rows].tolist()
+        return fuse_concat([cache.get(FEATURE_TEACHER, "final", ids=ids), cache.get(FEATURE_TEACHER, "block1-mean", ids=ids)])
+
+    direct = _direct_top1(ckpt, concat)
+    m = evaluate(ckpt, tmp_path / "ev", time_resolved=False, ablation=False, figures=True, n_boot=50,
+                 n_permutations=20, progress_bar=False)
+    for s, name in enumerate(["01", "02"]):
+        r = m["subjects"][name]["retrieval"]["inductive"]["brain_to_image"]
+        assert r["top1_full"] == pytest.approx(direct[s][0]) and r["top1_2way"] == pytest.approx(direct[s][1])
+    assert "mix_weights" not in m["model"] and (tmp_path / "ev" / m["figures"]["similarity_matrix"]).is_file()

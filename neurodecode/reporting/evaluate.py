@@ -43,7 +43,7 @@ from neurodecode._version import __version__
 from neurodecode.evaluation.threads import with_thread_limits
 from neurodecode.reporting.report import render_report
 from neurodecode.reporting.report_figures import write_figures
-from neurodecode.training.loading import data_sizes, embed_set, load_for_evaluation
+from neurodecode.training.loading import data_sizes, embed_set, evaluation_targets, load_for_evaluation
 from neurodecode.utils import atomic_write_json, atomic_write_text, logger, to_jsonable
 
 __all__ = ["HEADLINE_KS", "NOISE_CEILING_NOTE", "data_sizes", "embed_set", "evaluate", "load_for_evaluation"]  # the loaders re-exported from training.loading
@@ -148,7 +148,6 @@ def evaluate(
     dm.setup("fit")
     dm.setup("test")
     test = dm.sets["test"]
-    images = np.asarray(dm.image_embeddings)
     if label is None:
         label = "joint" if dm.hparams.protocol == "joint" else f"{dm.hparams.protocol}-sub{dm.subject}"
     x_test = test.data if test.data is not None else np.stack([test.signals(i) for i in range(len(test))])
@@ -181,9 +180,11 @@ def evaluate(
         one_to_one = len(cand) == mask.sum()
         directions = ("brain_to_image", "image_to_brain") if one_to_one else ("brain_to_image",)
         e = emb[mask]
-        exact = zero_shot_retrieval(e, images[cand], targets=targets, ks=ks, tops=tops, full=True,
+        # the targets the encoder predicts: the image embeddings, or a learned layer mix of this subject
+        images = evaluation_targets(dm, cand, int(s))
+        exact = zero_shot_retrieval(e, images, targets=targets, ks=ks, tops=tops, full=True,
                                     directions=directions, csls_k=csls_k, per_item=True)
-        mc = zero_shot_retrieval(e, images[cand], targets=targets, ks=[k for k in ks if k <= len(cand)],
+        mc = zero_shot_retrieval(e, images, targets=targets, ks=[k for k in ks if k <= len(cand)],
                                  tops=tops, full=False, directions=("brain_to_image",), method="monte_carlo",
                                  n_draws=n_draws, seed=seed)
         items = exact.pop("per_item")["inductive"]["brain_to_image"]
@@ -191,7 +192,7 @@ def evaluate(
         for key, v in items.items():
             if key.startswith("top") and (key.endswith("_full") or key.endswith("2way") or key.endswith("200way")):
                 ci[key] = bootstrap_ci(np.asarray(v, float), n_resamples=n_boot, seed=seed)
-        perm = retrieval_permutation_test(e, images[cand], targets=targets, k=None, top=1,
+        perm = retrieval_permutation_test(e, images, targets=targets, k=None, top=1,
                                           n_permutations=n_permutations, seed=seed)
         subj = {"n_test": int(mask.sum()), "n_candidates": int(len(cand)), "retrieval": exact,
                 "retrieval_monte_carlo": mc, "confidence_intervals": ci, "permutation_test": perm,
@@ -210,7 +211,7 @@ def evaluate(
             subj["zero_shot_classification"] = zero_shot_classification(e, tex, lab, tops=[t for t in tops
                                                                                            if t <= len(classes)])
         metrics["subjects"][name] = subj
-        figs_data[name] = {"emb": e, "cand": cand, "targets": targets}
+        figs_data[name] = {"emb": e, "cand": cand, "targets": targets, "subject": int(s)}
     # noise ceiling from the single test trials
     metrics["noise_ceiling"] = _noise_ceiling(dm, ks, tops, seed)
     metrics["noise_ceiling_note"] = NOISE_CEILING_NOTE
@@ -225,7 +226,7 @@ def evaluate(
 
         regs = regions(dm.ch_names)
         if len(regs) >= 2:
-            metrics["ablation"] = _ablation(model, dm, x_test, test, images, regs, device, n_boot, seed)
+            metrics["ablation"] = _ablation(model, dm, x_test, test, regs, device, n_boot, seed)
     ceiling_file = Path(dm.root) / "ceiling.json"
     if ceiling_file.is_file():
         sim = json.loads(ceiling_file.read_text())
@@ -239,8 +240,10 @@ def evaluate(
                 fr[s] = v["retrieval"]["inductive"]["brain_to_image"][key] / c["top1"]
         if fr:
             metrics["fraction_of_simulator_ceiling_top1"] = fr
-    if figures:
-        metrics["figures"] = write_figures(out, metrics, dm, figs_data, images)
+    if figures:  # every stimulus's targets, as the first test subject's model predicts them (its figures)
+        first = next(iter(figs_data.values()))["subject"]
+        all_rows = np.arange(len(dm.dataset.stimuli))
+        metrics["figures"] = write_figures(out, metrics, dm, figs_data, evaluation_targets(dm, all_rows, first))
     atomic_write_json(out / "metrics.json", to_jsonable(metrics))
     atomic_write_text(out / "report.md", render_report([metrics]))
     logger.info(f"evaluation of {ckpt} -> {out}")
@@ -317,17 +320,17 @@ def _time_resolved(dm, width: float, step: float, seed: int, n_boot: int, progre
     dm.setup("fit")
     train, test = dm.sets["train"], dm.sets["test"]
     xs = lambda ts: ts.data if ts.data is not None else np.stack([ts.signals(i) for i in range(len(ts))])  # noqa: E731
-    images = np.asarray(dm.image_embeddings)
     x_test = xs(test)
     names = {i: n for n, i in dm.subject_index.items()}
     tests = {}
     for s in np.unique(test.subjects):
         mask = test.subjects == s
         cand, targets = np.unique(test.stim_rows[mask], return_inverse=True)
-        tests[names.get(int(s), dm.subject)] = (x_test[mask], images[cand], targets)
+        tests[names.get(int(s), dm.subject)] = (x_test[mask], evaluation_targets(dm, cand, int(s)), targets)
     groups = None if dm.hparams.average_train_reps else list(zip(train.subjects.tolist(), train.stim_rows.tolist(),
                                                                  strict=True))
-    res = time_resolved_retrieval_sets(xs(train), images[train.stim_rows], tests, dm.times, train_groups=groups,
+    y_train = evaluation_targets(dm, train.stim_rows, train.subjects)
+    res = time_resolved_retrieval_sets(xs(train), y_train, tests, dm.times, train_groups=groups,
                                        width=width, step=step, n_boot=n_boot, seed=seed, correction=correction,
                                        n_permutations=n_permutations, progress_bar=progress_bar, n_jobs=n_jobs,
                                        blas_threads=blas_threads)
@@ -336,7 +339,7 @@ def _time_resolved(dm, width: float, step: float, seed: int, n_boot: int, progre
     return res
 
 
-def _ablation(model, dm, x_test, test, images, regs, device, n_boot: int = 2000, seed: int = 0):
+def _ablation(model, dm, x_test, test, regs, device, n_boot: int = 2000, seed: int = 0):
     """Retrieval with each region's channels replaced by their training mean (zero after normalisation).
 
     Each number comes with a bootstrap interval over test items, and each change from the baseline with
@@ -354,8 +357,8 @@ def _ablation(model, dm, x_test, test, images, regs, device, n_boot: int = 2000,
         for s in np.unique(test.subjects):
             m = test.subjects == s
             cand, targets = np.unique(test.stim_rows[m], return_inverse=True)
-            r = zero_shot_retrieval(e[m], images[cand], targets=targets, ks=[], tops=[1, 5], full=True,
-                                    directions=("brain_to_image",), per_item=True)
+            r = zero_shot_retrieval(e[m], evaluation_targets(dm, cand, int(s)), targets=targets, ks=[], tops=[1, 5],
+                                    full=True, directions=("brain_to_image",), per_item=True)
             per = r.pop("per_item")["inductive"]["brain_to_image"]
             res[s] = r["inductive"]["brain_to_image"]
             for key in items:

@@ -44,7 +44,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -53,6 +53,8 @@ from torch.utils.data import DataLoader, Dataset
 from neurodecode.io.channels import resolve_channels
 from neurodecode.io.prepared import PreparedDataset, open_prepared
 from neurodecode.training.sets import TrialSet, make_loader
+from neurodecode.training.targets import FUSIONS
+from neurodecode.training.ubp import target_specs
 from neurodecode.utils import check_option, logger
 
 PROTOCOLS = ("intra", "loso", "joint")
@@ -132,10 +134,14 @@ class BrainImageDataModule(L.LightningDataModule):
         :class:`~neurodecode.training.targets.LayerMix`).
     fusion_dim : int | None
         Common dimension of the layers of a ``"mix"`` (default: the largest layer's).
-    blur : float | None
+    blur : float | "ubp" | None
         Targets from the stimuli blurred by a Gaussian of this many pixels at the teacher's input
         resolution, embedded on first use and cached under their own key
-        (:func:`~neurodecode.training.targets.ensure_blurred_embeddings`).
+        (:func:`~neurodecode.training.targets.ensure_blurred_embeddings`). ``"ubp"``: UBP's blur, one of
+        three levels per training sample set by the model (:class:`~neurodecode.training.ubp.UncertaintyBlur`),
+        the middle one in validation, test and evaluation.
+    ubp : dict | None
+        ``blur: ubp``'s settings over :class:`~neurodecode.training.ubp.UBPConfig`'s defaults.
     """
 
     #: what ``neurodecode fit`` links from this data module into the model: the data's shape into the
@@ -173,20 +179,22 @@ class BrainImageDataModule(L.LightningDataModule):
         layers: list[str] | None = None,
         fusion: str = "concat",
         fusion_dim: int | None = None,
-        blur: float | None = None,
+        blur: float | Literal["ubp"] | None = None,
+        ubp: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         check_option("protocol", protocol, PROTOCOLS)
         check_option("normalize", normalize, NORMALIZE)
-        from neurodecode.training.targets import FUSIONS, blurred_spec
-
         check_option("fusion", fusion, FUSIONS)
         #: the teacher layers of the target, and how many the model mixes (1: none)
         self.target_layers: list[str] = [str(x) for x in layers] if layers else [layer]
         self.n_target_layers = len(self.target_layers) if layers and fusion == "mix" else 1
-        #: the cache spec of the image targets (the teacher's, or that of its blurred images)
-        self.target_spec = blurred_spec(teacher, blur)
+        #: UBP's settings (else None), the targets' cache specs (UBP: 3 levels), the image targets' (UBP: middle)
+        self.ubp, self.target_specs = target_specs(teacher, blur, ubp, layers)
+        self.target_spec = self.target_specs[len(self.target_specs) // 2]
+        #: learned layer weights of a "mix" (``LayerMix.table``), set when evaluating a trained model
+        self.target_weights: np.ndarray | None = None
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
         if device_store and not preload:
@@ -200,14 +208,11 @@ class BrainImageDataModule(L.LightningDataModule):
         if protocol == "loso" and len(labels) < 2:
             raise ValueError(f"protocol 'loso' needs at least two subjects; {self.root} has {labels}.")
         if protocol == "intra":
-            self.train_subjects = [self.subject]
-            self.test_subjects = [self.subject]
+            self.train_subjects, self.test_subjects = [self.subject], [self.subject]
         elif protocol == "loso":
-            self.train_subjects = [s for s in labels if s != self.subject]
-            self.test_subjects = [self.subject]
+            self.train_subjects, self.test_subjects = [s for s in labels if s != self.subject], [self.subject]
         else:
-            self.train_subjects = list(labels)
-            self.test_subjects = list(labels)
+            self.train_subjects, self.test_subjects = list(labels), list(labels)
         self.subject_index = {s: i for i, s in enumerate(self.train_subjects)}
         first = self.dataset.stores[self.subject]
         self.modality = first.modality
@@ -242,6 +247,7 @@ class BrainImageDataModule(L.LightningDataModule):
         self.n_subjects = len(self.train_subjects)
         self.embed_dim = self._embed_dim()
         self._image_embeddings: np.ndarray | None = None
+        self._blur_levels: np.ndarray | None = None
         self._text_embeddings: np.ndarray | None = None
         self.sets: dict[str, TrialSet] = {}
         self._stats: dict[str, np.ndarray] | None = None
@@ -253,16 +259,13 @@ class BrainImageDataModule(L.LightningDataModule):
         return EmbeddingCache(self.hparams.cache or self.root / "embeddings.h5")
 
     def _cached(self) -> bool:
-        hp = self.hparams
-        cache = self._cache()
-        ids = self.dataset.stimuli.stimulus_id.tolist()
-        return (all(cache.has(self.target_spec, layer, ids) for layer in self.target_layers)
-                and (not hp.text or cache.has(hp.teacher, "text")))
+        cache, ids = self._cache(), self.dataset.stimuli.stimulus_id.tolist()
+        return (all(cache.has(spec, layer, ids) for spec in self.target_specs for layer in self.target_layers)
+                and (not self.hparams.text or cache.has(self.hparams.teacher, "text")))
 
     def _embed_dim(self) -> int:
         """The teacher layer's dimension, without embedding the stimuli (the model is built from it)."""
-        hp = self.hparams
-        cache = self._cache()
+        hp, cache = self.hparams, self._cache()
         from neurodecode.teachers import probe_dim
 
         dims = [int(cache.dim(self.target_spec, layer)) if cache.has(self.target_spec, layer)
@@ -282,18 +285,17 @@ class BrainImageDataModule(L.LightningDataModule):
 
         cache = self._cache()
         logger.info(f"embedding the stimuli of {self.root} with {hp.teacher} (first use) -> {cache.path}")
-        if self.target_spec != hp.teacher:
+        sharp = self.target_specs == [hp.teacher]
+        if not sharp:  # blurred images, at each level the targets use, cached under their own specs
             from neurodecode.training.targets import ensure_blurred_embeddings
 
-            ensure_blurred_embeddings(self.dataset.stimuli, hp.teacher, cache.path, hp.blur, self.target_layers,
+            ensure_blurred_embeddings(self.dataset.stimuli, hp.teacher, cache.path,
+                                      list(self.ubp.sigmas) if self.ubp else hp.blur, self.target_layers,
+                                      fovea=self.ubp.fovea if self.ubp else None,
                                       batch_size=hp.embed_batch_size, device=hp.embed_device)
-            if hp.text:
-                ensure_embeddings(self.dataset.stimuli, hp.teacher, cache.path, layers=(), texts=True,
-                                  prompt=hp.prompt, batch_size=hp.embed_batch_size, device=hp.embed_device)
-            return
-        ensure_embeddings(self.dataset.stimuli, hp.teacher, cache.path,
-                          layers=tuple(self.target_layers), texts=hp.text, prompt=hp.prompt, batch_size=hp.embed_batch_size,
-                          device=hp.embed_device)
+        if sharp or hp.text:
+            ensure_embeddings(self.dataset.stimuli, hp.teacher, cache.path, layers=tuple(self.target_layers) if sharp else (),
+                              texts=hp.text, prompt=hp.prompt, batch_size=hp.embed_batch_size, device=hp.embed_device)
 
     def _load_embeddings(self) -> None:
         if self._image_embeddings is not None:
@@ -306,9 +308,10 @@ class BrainImageDataModule(L.LightningDataModule):
                                    "embeddings in setup(); prepare_data() should have written them (run "
                                    "'neurodecode embed' first when prepare_data is disabled).")
             self.prepare_data()  # used outside a Trainer, in one process
-        hp = self.hparams
-        ids = self.dataset.stimuli.stimulus_id.tolist()
+        hp, ids = self.hparams, self.dataset.stimuli.stimulus_id.tolist()
         embs = [self._cache().get(self.target_spec, layer, ids=ids) for layer in self.target_layers]
+        if self.ubp is not None:  # (3, n, dim): the weak, middle and strong blur of every stimulus
+            self._blur_levels = np.stack([self._cache().get(spec, hp.layer, ids=ids) for spec in self.target_specs])
         if not hp.layers:
             self._image_embeddings = embs[0]
         else:
@@ -323,6 +326,13 @@ class BrainImageDataModule(L.LightningDataModule):
         """Teacher embeddings of every stimulus, by stimulus-table row (read from the cache on first use)."""
         self._load_embeddings()
         return self._image_embeddings
+
+    @property
+    def blur_levels(self) -> np.ndarray | None:
+        """UBP's targets of every stimulus at its weak, middle and strong blur, ``(3, n_stimuli, dim)`` (else None)."""
+        if self.ubp is not None:
+            self._load_embeddings()
+        return self._blur_levels
 
     @property
     def text_embeddings(self) -> np.ndarray | None:
@@ -475,7 +485,7 @@ class BrainImageDataModule(L.LightningDataModule):
             "root": str(self.root), "modality": self.modality, "teacher": self.hparams.teacher,
             "layer": self.hparams.layer, "protocol": self.hparams.protocol, "subject": self.subject,
             "layers": self.target_layers, "fusion": self.hparams.fusion if self.hparams.layers else None,
-            "blur": self.hparams.blur,
+            "blur": self.hparams.blur, "ubp": self.ubp.describe() if self.ubp else None,
             "train_subjects": self.train_subjects, "test_subjects": self.test_subjects,
             "val_fraction": self.hparams.val_fraction, "split_seed": self.hparams.split_seed,
             "val_concepts": len(self.val_concepts()),

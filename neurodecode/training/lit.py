@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from neurodecode.training.targets import LayerMix, ensure_view_embeddings
+from neurodecode.training.ubp import UncertaintyBlur
 from neurodecode.utils import check_option
 
 OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
@@ -120,6 +122,7 @@ class AlignmentModule(L.LightningModule):
         if augment is not None and hasattr(augment, "get_config"):
             self.hparams["augment_config"] = augment.get_config()
         self.target_mixer: nn.Module | None = None
+        self.target_blur: nn.Module | None = None  # UBP's per-sample blur levels (data.blur: ubp)
         self.optimizer_factory = optimizer
         if hasattr(encoder, "get_config"):
             # lets a checkpoint rebuild its encoder without the YAML (see load_alignment_checkpoint)
@@ -146,8 +149,6 @@ class AlignmentModule(L.LightningModule):
     # -- set-up -------------------------------------------------------------------------------
     def _view_specs(self, dm: Any) -> list[str]:
         """Embed the augmented views the cache lacks (``image_views``) and return their specs."""
-        from neurodecode.training.targets import ensure_view_embeddings
-
         hp, dhp = self.hparams, dm.hparams
         if getattr(dm, "target_layers", [dhp.layer]) != [dhp.layer] or getattr(dm, "target_spec", dhp.teacher) != dhp.teacher:
             raise ValueError("image_views augments the targets of one sharp teacher layer; drop data.layers and "
@@ -170,11 +171,12 @@ class AlignmentModule(L.LightningModule):
             # what the model was trained on travels with the checkpoint (evaluate, export)
             self.hparams["data"] = dm.describe()
         if dm is not None and getattr(dm, "n_target_layers", 1) > 1 and self.target_mixer is None:
-            from neurodecode.training.targets import LayerMix
-
             # built before the optimizer and before a checkpoint's weights are restored
             self.target_mixer = LayerMix(dm.n_target_layers, dm.embed_dim, dm.n_subjects,
                                          per_subject=self.hparams.mix_per_subject)
+        if dm is not None and getattr(dm, "ubp", None) is not None and self.target_blur is None:
+            dm.setup("fit")  # one state entry per training sample; built in any stage, so checkpoints load
+            self.target_blur = UncertaintyBlur(dm.blur_levels, len(dm.sets["train"]), dm.ubp.momentum, dm.ubp.alpha)
         if self.hparams.image_views > 0 and dm is not None and stage == "fit" and not hasattr(self, "target_views"):
             from neurodecode.teachers.cache import EmbeddingCache
 
@@ -188,6 +190,11 @@ class AlignmentModule(L.LightningModule):
             self.register_buffer("stim_concept", torch.as_tensor(codes, dtype=torch.int64), persistent=False)
         if self.hparams.compile and stage == "fit":
             self.encoder.compile()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.target_mixer is not None:  # the learned layer weights go with the data (evaluate, export)
+            hp = checkpoint.setdefault("hyper_parameters", {})
+            hp["data"] = {**hp.get("data", {}), "mix_weights": self.target_mixer.table().tolist()}
 
     def set_input_stats(self, mean: Any, std: Any) -> None:
         """Set the normalisation (per channel or voxel) applied before the encoder."""
@@ -258,13 +265,13 @@ class AlignmentModule(L.LightningModule):
 
     def target(self, batch: dict[str, torch.Tensor], train: bool = False) -> torch.Tensor:
         """The batch's targets: the teacher embeddings, their learned layer mix (fused targets), or in
-        training with ``image_views`` a random view per sample."""
+        training with ``image_views`` a random view per sample, with ``data.blur: ubp`` its UBP blur level."""
         if train and hasattr(self, "target_views"):
             view = torch.randint(0, len(self.target_views), (len(batch["stim"]),), device=self.target_views.device)
             return self.target_views[view, batch["stim"]]
-        if self.target_mixer is None:
-            return batch["target"]
-        return self.target_mixer(batch["target"], batch["subject"])
+        if train and self.target_blur is not None:
+            return self.target_blur(batch["stim"], batch["index"])
+        return batch["target"] if self.target_mixer is None else self.target_mixer(batch["target"], batch["subject"])
 
     def _loss(self, batch: dict[str, torch.Tensor], train: bool = False):
         aug = None
@@ -277,6 +284,12 @@ class AlignmentModule(L.LightningModule):
                                      labels=self.labels(batch, self.hparams.positives), subject=batch["subject"])
         else:
             total, parts = self.loss(brain, target, batch.get("text"))
+        if train and self.target_blur is not None:  # UBP: each sample's next blur, by this step's match
+            ddp = self._trainer is not None and self.trainer.world_size > 1
+            gather = (lambda t: self.all_gather(t).flatten(0, 1)) if ddp else None
+            emb = brain["contrastive"] if isinstance(brain, dict) else brain
+            level = self.target_blur.step(emb, target, batch["index"], gather)
+            parts = {**parts, "ubp_strong": (level == 2).float().mean()}  # share of strong blurs next time
         return brain, total, parts
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
@@ -347,8 +360,7 @@ class AlignmentModule(L.LightningModule):
         for s, metric in metrics.items():
             k = metric.k
             if not metric.update_count:  # this rank saw none of the subject's rows: still join the gather
-                dim = self.trainer.datamodule.embed_dim
-                empty = torch.zeros(0, dim, device=self.device)
+                empty = torch.zeros(0, self.trainer.datamodule.embed_dim, device=self.device)
                 idx = torch.zeros(0, dtype=torch.int64, device=self.device)
                 metric.update(empty, empty, ids=idx, targets=idx)
             flat = metric.compute()
@@ -478,8 +490,8 @@ def load_alignment_checkpoint(path: str | Any) -> tuple[AlignmentModule, dict[st
     allowed = {k: hp[k] for k in ("lr", "weight_decay", "scheduler", "warmup_epochs", "min_lr_ratio", "n_chans",
                                    "n_voxels", "eval_way", "seed") if k in hp}
     module = AlignmentModule(encoder, **allowed)
-    # the loss and a learned layer mix (targets.LayerMix) are training-time parts, not the encoder
-    state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith(("loss.", "target_mixer."))}
+    # the loss, a learned layer mix (targets.LayerMix) and UBP's blur state are training-time parts
+    state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith(("loss.", "target_mixer.", "target_blur."))}
     missing, unexpected = module.load_state_dict(state, strict=False)
     missing = [m for m in missing if not m.startswith("loss.")]
     if missing or unexpected:

@@ -2,8 +2,10 @@
 
 :func:`load_for_evaluation` takes a checkpoint of ``neurodecode fit`` (or a folder of ``neurodecode
 export``) and rebuilds the data module it was trained on from the settings the checkpoint recorded;
-:func:`embed_set` runs the model over raw responses. Evaluation, the prior's training data and
-reconstruction all start here.
+:func:`embed_set` runs the model over raw responses, and :func:`evaluation_targets` gives the targets
+it was trained to predict (for a learned layer mix, ``data.fusion: mix``, the stimuli's stacked layers
+mixed with the model's learned weights, per subject where it learned one set per subject). Evaluation,
+the prior's training data and reconstruction all start here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["data_sizes", "embed_set", "load_for_evaluation", "training_summary"]
+__all__ = ["data_sizes", "embed_set", "evaluation_targets", "load_for_evaluation", "mix_weights", "training_summary"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -37,6 +39,8 @@ def load_for_evaluation(ckpt: str | Path, *, root: str | None = None, teacher: s
     model : torch.nn.Module
         Maps raw responses (and subject indices) to embeddings.
     dm : BrainImageDataModule
+        With a learned layer mix (``data.fusion: mix``), its ``target_weights`` are the model's
+        (:func:`mix_weights`), for :func:`evaluation_targets`.
     info : dict
         Where the model came from (``checkpoint``, ``epoch``, ``kind``).
     """
@@ -49,6 +53,7 @@ def load_for_evaluation(ckpt: str | Path, *, root: str | None = None, teacher: s
         model = from_pretrained(path)
         dm_args = dict(model.config.get("datamodule", {}))
         info = {"checkpoint": str(path), "kind": "exported", "epoch": model.config.get("epoch")}
+        raw = {"hyper_parameters": {"data": model.config.get("data", {})}}
     else:
         from neurodecode.training.lit import load_alignment_checkpoint
 
@@ -67,7 +72,74 @@ def load_for_evaluation(ckpt: str | Path, *, root: str | None = None, teacher: s
         dm_args["teacher"] = teacher
     dm_args.update(extra_data or {})
     dm = BrainImageDataModule(**dm_args)
+    if dm.n_target_layers > 1:
+        dm.target_weights = mix_weights(raw, dm.n_target_layers, where=path)
+        info["mix_weights"] = dm.target_weights.tolist()
     return model.eval(), dm, info
+
+
+def mix_weights(raw: dict[str, Any], n_layers: int, *, where: Any = "the checkpoint") -> np.ndarray:
+    """The learned layer weights (:meth:`~neurodecode.training.targets.LayerMix.table`) of a checkpoint dict.
+
+    Parameters
+    ----------
+    raw : dict
+        A Lightning checkpoint (its ``state_dict`` holds ``target_mixer.logits``), or a dict with
+        ``hyper_parameters.data.mix_weights`` (what the module writes on saving; an export keeps it).
+    n_layers : int
+        Layers of the data module's mix.
+    where : str | path
+        Named in errors.
+
+    Returns
+    -------
+    weights : ndarray, float32, (n_subjects, n_layers) or (1, n_layers)
+        Softmax weights; one row per training subject when they were learned per subject.
+    """
+    logits = raw.get("state_dict", {}).get("target_mixer.logits")
+    if logits is not None:
+        w = torch.softmax(torch.as_tensor(logits).float(), dim=1).numpy()
+    else:
+        w = raw.get("hyper_parameters", {}).get("data", {}).get("mix_weights")
+        if w is None:
+            raise ValueError(f"{where}: trained with data.fusion: mix but holds no learned layer weights "
+                             "(state_dict 'target_mixer.logits' or data.mix_weights); export it again from its "
+                             "checkpoint, or evaluate the checkpoint itself.")
+        w = np.asarray(w, dtype=np.float32)
+    if w.ndim != 2 or w.shape[1] != n_layers:
+        raise ValueError(f"{where}: its layer weights have shape {tuple(w.shape)}, but the data mix {n_layers} "
+                         "layers (data.layers); evaluate with the data settings it was trained with.")
+    return w.astype(np.float32)
+
+
+def evaluation_targets(dm: Any, rows: Any, subjects: Any = -1) -> np.ndarray:
+    """The targets a trained encoder predicts, for stimulus-table rows ``rows``.
+
+    Parameters
+    ----------
+    dm : BrainImageDataModule
+        From :func:`load_for_evaluation`.
+    rows : array of int
+        Stimulus-table rows.
+    subjects : int | array of int
+        Training-subject index of each row (or one for all; ``-1``: a subject unseen in training); used
+        only by a per-subject layer mix.
+
+    Returns
+    -------
+    targets : ndarray, (len(rows), dim)
+        ``dm.image_embeddings[rows]``, or with a learned layer mix (``data.fusion: mix``) those stacked
+        layers mixed with the model's weights (:func:`~neurodecode.training.targets.mix_layers`).
+    """
+    images = np.asarray(dm.image_embeddings)[np.asarray(rows, dtype=np.int64)]
+    if getattr(dm, "n_target_layers", 1) <= 1:
+        return images
+    if getattr(dm, "target_weights", None) is None:
+        raise ValueError("this data module mixes layers (data.fusion: mix) but knows no learned weights; load it "
+                         "with load_for_evaluation(ckpt), which reads them from the checkpoint.")
+    from neurodecode.training.targets import mix_layers
+
+    return mix_layers(images, dm.target_weights, subjects)
 
 
 def epochs_done(raw: dict[str, Any]) -> int | None:

@@ -16,12 +16,15 @@ block5-mean, final]``) and fuses them (``data.fusion``):
     with :class:`LayerMix`, softmax weights over layers learned with the encoder, one set for all
     subjects or one per subject; the encoder predicts the ``D``-dimensional mix.
 
-Blurred targets (UBP, multi-level blur: the brain resolves less detail than the vision model sees):
+Blurred targets (the brain resolves less detail than the vision model sees):
 ``data.blur: SIGMA`` embeds every stimulus blurred by a fixed Gaussian of ``SIGMA`` pixels at the
 teacher's input resolution (e.g. 224 px), applied after the teacher's own transform (blur is linear
 and the transform's normalisation per-channel affine, so it equals blurring the resized image).
 :func:`ensure_blurred_embeddings` caches them like any other layer, under the teacher spec
 :func:`blurred_spec` (``"<teacher>#blur<SIGMA>"``), so they never mix with the sharp ones.
+
+Uncertainty-aware blur (UBP, ``data.blur: ubp``): :mod:`neurodecode.training.ubp`, on this module's
+foveated :class:`GaussianBlur`.
 
 Image-side augmentation (NeuroBridge): ``model.init_args.image_views: K`` embeds ``K`` augmented views
 of every stimulus once (:class:`RandomView`: a random resized crop and flip, fixed per image and
@@ -40,9 +43,9 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["FUSIONS", "fuse_concat", "stack_layers", "fused_dim", "LayerMix", "blurred_spec", "GaussianBlur",
-           "RandomView", "view_spec", "ensure_derived_embeddings", "ensure_blurred_embeddings",
-           "ensure_view_embeddings"]
+__all__ = ["FUSIONS", "fuse_concat", "stack_layers", "fused_dim", "LayerMix", "mix_layers", "blurred_spec",
+           "GaussianBlur", "RandomView", "view_spec", "ensure_derived_embeddings",
+           "ensure_blurred_embeddings", "ensure_view_embeddings"]
 
 FUSIONS = ("concat", "mix")
 
@@ -153,34 +156,89 @@ class LayerMix(nn.Module):
         t = target.reshape(len(target), self.n_layers, self.dim)
         return (self.weights(subject).unsqueeze(2) * t).sum(1)
 
+    def table(self) -> np.ndarray:
+        """The learned weights, ``(n_subjects, L)`` (per subject) or ``(1, L)``: what :func:`mix_layers` takes."""
+        return torch.softmax(self.logits.detach().float(), dim=1).cpu().numpy()
+
+
+def mix_layers(stacked: np.ndarray, weights: np.ndarray, subjects: Any = -1) -> np.ndarray:
+    """:class:`LayerMix` with fixed weights, in NumPy: the mixed targets of stacked rows.
+
+    Parameters
+    ----------
+    stacked : ndarray, (n, L * D)
+        Rows of :func:`stack_layers`.
+    weights : ndarray, (S, L)
+        :meth:`LayerMix.table`: one row for all subjects (``S = 1``) or one per training subject.
+    subjects : int | array of int
+        Training-subject index of each row (or one for all); ``-1`` (unseen) takes the mean of the rows.
+
+    Returns
+    -------
+    mixed : ndarray, float32, (n, D)
+    """
+    w, stacked = np.asarray(weights, dtype=np.float64), np.asarray(stacked)
+    if w.ndim != 2 or stacked.ndim != 2 or stacked.shape[1] % w.shape[1]:
+        raise ValueError(f"mixing needs weights (subjects, layers) and rows (n, layers * dim), got {w.shape} and "
+                         f"{stacked.shape}.")
+    n, n_layers = len(stacked), w.shape[1]
+    s = np.broadcast_to(np.asarray(subjects, dtype=np.int64), (n,))
+    if len(w) > 1 and s.max(initial=-1) >= len(w):
+        raise ValueError(f"subject index {int(s.max())} has no mix weights (the model learned {len(w)}).")
+    per_row = np.where((s >= 0)[:, None], w[np.clip(s, 0, len(w) - 1)], w.mean(0)) if len(w) > 1 else w[[0] * n]
+    t = stacked.reshape(n, n_layers, -1).astype(np.float64)
+    return np.einsum("nl,nld->nd", per_row, t).astype(np.float32)
+
 
 # --------------------------------------------------------------------------------------------------
 # blurred-image targets
 # --------------------------------------------------------------------------------------------------
-def blurred_spec(teacher: str, sigma: float | None) -> str:
-    """The cache spec of ``teacher``'s embeddings of images blurred by ``sigma`` px (``teacher`` for none)."""
+def blurred_spec(teacher: str, sigma: float | None, fovea: float | None = None) -> str:
+    """The cache spec of ``teacher``'s embeddings of images blurred by ``sigma`` px (``teacher`` for none).
+
+    ``fovea`` (the falloff of :class:`GaussianBlur`'s foveated blend) adds ``-fovea<G>``.
+    """
     if sigma is None or float(sigma) == 0:
         return teacher
     if float(sigma) < 0:
         raise ValueError(f"blur sigma must be >= 0 pixels, got {sigma}.")
-    return f"{teacher}#blur{float(sigma):g}"
+    return f"{teacher}#blur{float(sigma):g}" + ("" if fovea is None else f"-fovea{float(fovea):g}")
 
 
 class GaussianBlur:
-    """``transform`` followed by a Gaussian blur of ``sigma`` pixels (torchvision, kernel ``2*ceil(3 sigma)+1``)."""
+    """``transform`` followed by a Gaussian blur of ``sigma`` pixels (torchvision, kernel ``2*ceil(3 sigma)+1``).
 
-    def __init__(self, transform: Any, sigma: float) -> None:
+    With ``fovea=G`` the blurred image is blended with the sharp one, the sharp share being
+    ``0.5 exp(-G r)`` at distance ``r`` from the centre (over the centre-to-corner distance): UBP's
+    foveated blur (its ``FoveaBlur`` with an exponential curve). The blend is per pixel with weights
+    summing to 1, so, like the blur, it commutes with the transform's per-channel normalisation.
+    """
+
+    def __init__(self, transform: Any, sigma: float, fovea: float | None = None) -> None:
         self.transform, self.sigma = transform, float(sigma)
+        self.fovea = None if fovea is None else float(fovea)
 
     def __call__(self, image: Any) -> torch.Tensor:
         from torchvision.transforms.functional import gaussian_blur
 
         x = self.transform(image)
         k = 2 * int(math.ceil(3 * self.sigma)) + 1
-        return gaussian_blur(x, [k, k], [self.sigma, self.sigma])
+        blurred = gaussian_blur(x, [k, k], [self.sigma, self.sigma])
+        if self.fovea is None:
+            return blurred
+        sharp = self.sharp_share(x.shape[-2], x.shape[-1]).to(x.dtype)
+        return sharp * x + (1 - sharp) * blurred
+
+    def sharp_share(self, h: int, w: int) -> torch.Tensor:
+        """The sharp image's weight per pixel, ``(h, w)``, of the foveated blend."""
+        cy, cx = h // 2, w // 2
+        yy, xx = torch.meshgrid(torch.arange(h) - cy, torch.arange(w) - cx, indexing="ij")
+        r = torch.clamp(torch.hypot(yy.double(), xx.double()) / (math.hypot(h - cy - 1, w - cx - 1) or 1.0), max=1.0)
+        return 0.5 * torch.exp(-float(self.fovea or 0.0) * r)
 
     def __repr__(self) -> str:
-        return f"GaussianBlur(sigma={self.sigma:g} px) after {self.transform!r}"
+        fov = "" if self.fovea is None else f", foveated G={self.fovea:g}"
+        return f"GaussianBlur(sigma={self.sigma:g} px{fov}) after {self.transform!r}"
 
 
 class RandomView:
@@ -275,15 +333,17 @@ def ensure_derived_embeddings(table: Any, teacher: str, cache_path: str | Path, 
     return [spec for spec, _ in jobs]
 
 
-def ensure_blurred_embeddings(table: Any, teacher: str, cache_path: str | Path, sigma: float,
-                              layers: Sequence[str] = ("final",), **kw: Any) -> str:
+def ensure_blurred_embeddings(table: Any, teacher: str, cache_path: str | Path, sigma: float | Sequence[float],
+                              layers: Sequence[str] = ("final",), *, fovea: float | None = None, **kw: Any) -> Any:
     """Embed the stimuli blurred by ``sigma`` px (:class:`GaussianBlur`) that the cache lacks; their spec.
 
-    Keywords as for :func:`ensure_derived_embeddings`.
+    ``sigma`` may be a list (UBP's levels; their specs are returned as a list). Keywords as for
+    :func:`ensure_derived_embeddings`.
     """
-    spec = blurred_spec(teacher, sigma)
-    return ensure_derived_embeddings(table, teacher, cache_path, [(spec, lambda t: GaussianBlur(t, sigma))],
-                                     layers, **kw)[0]
+    sigmas = [float(sigma)] if np.isscalar(sigma) else [float(v) for v in sigma]
+    jobs = [(blurred_spec(teacher, v, fovea), lambda t, v=v: GaussianBlur(t, v, fovea)) for v in sigmas]
+    specs = ensure_derived_embeddings(table, teacher, cache_path, jobs, layers, **kw)
+    return specs[0] if np.isscalar(sigma) else specs
 
 
 def ensure_view_embeddings(table: Any, teacher: str, cache_path: str | Path, n_views: int,
