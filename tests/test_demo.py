@@ -93,12 +93,14 @@ def test_demo_finds_its_packaged_config_outside_a_checkout(tmp_path):
     assert Path(proc.stdout.strip()).is_relative_to(Path(neurodecode.__file__).parent / "configs")
 
 
-def _demo(out: Path, cfg: Path, *extra: str) -> subprocess.CompletedProcess:
+def _demo(out: Path, cfg: Path | None, *extra: str) -> subprocess.CompletedProcess:
+    """``neurodecode demo --quick`` in a child process, with ``cfg`` or (None) the packaged config."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     # SIGINT back to its default in the child: a shell that starts the tests in the background ignores it, and a
     # Python started with SIGINT ignored never turns it into KeyboardInterrupt (the test presses Ctrl-C)
-    return subprocess.run([sys.executable, "-m", "neurodecode", "demo", "--out", str(out), "--quick", "--config",
-                           str(cfg), *extra], capture_output=True, text=True, timeout=900, env=env,
+    config = ["--config", str(cfg)] if cfg else []
+    return subprocess.run([sys.executable, "-m", "neurodecode", "demo", "--out", str(out), "--quick", *config, *extra],
+                          capture_output=True, text=True, timeout=900, env=env,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
@@ -151,11 +153,15 @@ def test_interrupted_demo_resumes_and_finishes(tmp_path):
 
 
 @pytest.mark.slow
-def test_changed_epochs_redo_fit_and_what_depends_on_it(tmp_path):
-    cfg = _config(tmp_path / "demo.yaml", logger=False)
+def test_packaged_demo_runs_every_step_then_redoes_only_what_a_change_touches(tmp_path):
     out = tmp_path / "demo"
-    assert _demo(out, cfg).returncode == 0
-    again = _demo(out, cfg, "--epochs", "2")
+    first = _demo(out, None)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "neurodecode demo finished" in first.stdout and "zero-shot top-1" in first.stdout
+    for f in ("sim_eeg/ceiling.json", "run/checkpoints/last.ckpt", "evaluation/metrics.json", "evaluation/report.md",
+              "evaluation/retrieval_strip.png", "exported/model.safetensors", "exported/config.json"):
+        assert (out / f).is_file(), f
+    again = _demo(out, None, "--epochs", "2")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "[simulate] done before" in again.stdout and "configuration changed" in again.stdout
     assert ": 2 epochs" in again.stdout and "[evaluate] best-epoch" in again.stdout
