@@ -1,10 +1,19 @@
-"""``neurodecode sys-info``: versions and devices, for bug reports."""
+"""``neurodecode sys-info``: versions and devices, for bug reports; the CPU's bfloat16 support.
+
+:func:`cpu_bf16_support` tells whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16),
+and :func:`default_cpu_precision` the ``trainer.precision`` a CPU run takes when its config states none
+(``neurodecode fit`` applies it; ``$NEURODECODE_CPU_PRECISION`` overrides it, e.g. ``32-true`` in tests).
+"""
 
 from __future__ import annotations
 
+import functools
+import os
 import platform
 import sys
 from importlib import metadata
+from pathlib import Path
+from typing import Any
 
 PACKAGES = ("neurodecode", "numpy", "scipy", "torch", "torchvision", "lightning", "mne", "h5py", "open_clip_torch",
             "timm", "diffusers", "torchmetrics", "scikit-learn", "jsonargparse", "safetensors", "matplotlib")
@@ -20,6 +29,106 @@ OPTIONAL = {
     "mne-lsl": "streaming EEG from LSL devices (real-time decoding)",
     "jupytext": "running the notebooks/ tutorials (with nbclient and ipykernel)",
 }
+
+
+# CPU features that give native bfloat16 arithmetic (the names of Linux's /proc/cpuinfo flags)
+BF16_FEATURES = ("avx512_bf16", "amx_bf16")
+CPU_PRECISION_ENV = "NEURODECODE_CPU_PRECISION"
+CPU_PRECISIONS = ("32-true", "bf16-mixed", "32", "bf16")
+
+
+def _cpuinfo_flags(path: str = "/proc/cpuinfo") -> set[str] | None:
+    """The first CPU's feature flags from ``/proc/cpuinfo`` (``None`` where there is no such file)."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def _torch_bf16_features() -> set[str] | None:
+    """The bf16 features that torch's cpuinfo sees (``None`` if torch cannot tell)."""
+    try:
+        import torch.cpu as tcpu
+    except ImportError:  # pragma: no cover
+        return None
+    probes = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
+    found: set[str] = set()
+    for feature, name in probes.items():
+        fn = getattr(tcpu, name, None)
+        if fn is None:
+            return None
+        try:
+            if fn():
+                found.add(feature)
+        except RuntimeError:  # pragma: no cover
+            return None
+    return found
+
+
+@functools.lru_cache(maxsize=4)
+def cpu_bf16_support(cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX-BF16 on x86).
+
+    Read from the flags of ``cpuinfo`` (Linux), else from torch's CPU probes (AMX counted from its
+    tile support). Other CPUs (also those with plain AVX-512, on which oneDNN emulates bf16, and ARM
+    CPUs, not measured) count as unsupported: ``bf16-mixed`` is not expected to be faster there.
+
+    Parameters
+    ----------
+    cpuinfo : str
+        The file with the CPU flags.
+
+    Returns
+    -------
+    info : dict
+        ``supported`` (bool), ``features`` (the bf16 features found), ``source`` (where they were
+        read: ``"/proc/cpuinfo"``, ``"torch"`` or ``"unknown"``) and ``machine`` (``platform.machine()``).
+    """
+    flags = _cpuinfo_flags(cpuinfo)
+    if flags:
+        features, source = sorted(f for f in BF16_FEATURES if f in flags), "/proc/cpuinfo"
+    else:
+        probed = _torch_bf16_features()
+        features, source = (sorted(probed), "torch") if probed is not None else ([], "unknown")
+    return {"supported": bool(features), "features": features, "source": source, "machine": platform.machine()}
+
+
+def default_cpu_precision(support: dict[str, Any] | None = None,
+                          env: dict[str, str] | None = None) -> tuple[str, str]:
+    """The ``trainer.precision`` of a CPU run whose config states none, and why.
+
+    ``bf16-mixed`` (autocast to bfloat16, float32 weights) on a CPU with native bf16 (see
+    :func:`cpu_bf16_support`), ``32-true`` on others; ``$NEURODECODE_CPU_PRECISION`` (``32-true`` or
+    ``bf16-mixed``) overrides the choice.
+
+    Parameters
+    ----------
+    support : dict | None
+        A :func:`cpu_bf16_support` result (default: this machine's).
+    env : dict | None
+        The environment (default: ``os.environ``).
+
+    Returns
+    -------
+    precision, reason : str
+    """
+    env = os.environ if env is None else env
+    forced = env.get(CPU_PRECISION_ENV, "").strip()
+    if forced:
+        if forced not in CPU_PRECISIONS:
+            raise ValueError(f"${CPU_PRECISION_ENV}={forced!r} is not a CPU precision; use one of "
+                             f"{', '.join(CPU_PRECISIONS[:2])} (or unset it).")
+        value = {"32": "32-true", "bf16": "bf16-mixed"}.get(forced, forced)
+        return value, f"${CPU_PRECISION_ENV}={forced}"
+    support = cpu_bf16_support() if support is None else support
+    if support.get("supported"):
+        return "bf16-mixed", (f"this CPU computes bfloat16 natively ({', '.join(support['features'])}); "
+                              "--trainer.precision 32-true for float32")
+    return "32-true", "this CPU has no native bfloat16 (no AVX512-BF16 or AMX-BF16)"
 
 
 def _version(dist: str) -> str:
@@ -38,7 +147,6 @@ def sys_info(show: bool = True) -> dict:
         "packages": {p: _version(p) for p in PACKAGES},
         "optional": {p: {"version": _version(p), "enables": what} for p, what in OPTIONAL.items()},
     }
-    import os
     from importlib import resources
 
     info["configs"] = str(resources.files("neurodecode") / "configs")
@@ -59,6 +167,11 @@ def sys_info(show: bool = True) -> dict:
         info["devices"] = devices
     except ImportError:  # pragma: no cover
         info["devices"] = ["torch not installed"]
+    info["cpu_bf16"] = dict(cpu_bf16_support())
+    try:
+        info["cpu_bf16"]["default_precision"], info["cpu_bf16"]["why"] = default_cpu_precision()
+    except ValueError as err:  # a bad $NEURODECODE_CPU_PRECISION: said, not raised, in a bug report
+        info["cpu_bf16"]["default_precision"], info["cpu_bf16"]["why"] = None, str(err)
     if show:
         width = 18
         print(f"{'Python'.ljust(width)}{info['python']} ({info['platform']})")
@@ -67,6 +180,10 @@ def sys_info(show: bool = True) -> dict:
         print(f"{'CPU cores'.ljust(width)}{info['cpu_count']} (torch threads: {info.get('torch_threads')})")
         print(f"{'CUDA'.ljust(width)}build {info.get('cuda_build')}, available: {info.get('cuda_available')}")
         print(f"{'Devices'.ljust(width)}{', '.join(info['devices'])}")
+        bf = info["cpu_bf16"]
+        native = f"yes ({', '.join(bf['features'])})" if bf["supported"] else "no"
+        print(f"{'CPU bf16'.ljust(width)}{native}; CPU runs without a stated precision use "
+              f"{bf['default_precision']} ({bf['why']})")
         print(f"{'Configs'.ljust(width)}{info['configs']} (use as -c configs/<set>/<name>.yaml from there)")
         print("\noptional packages (what each enables):")
         w = max(len(p) for p in OPTIONAL) + 2

@@ -11,6 +11,8 @@ os.environ.setdefault("NEURODECODE_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# fits that state no precision run in float32 here, on every CPU (bf16-mixed is the CPU default where native)
+os.environ.setdefault("NEURODECODE_CPU_PRECISION", "32-true")
 
 
 def pytest_collection_modifyitems(config, items):

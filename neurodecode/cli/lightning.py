@@ -26,6 +26,12 @@ raised as one-line :class:`~neurodecode.utils.UserError` naming the file, the ke
 
 The optimizer is the model's ``optimizer`` argument (any ``torch.optim`` class by ``class_path``; AdamW by
 default) and the schedule its ``scheduler`` (torch's ``LinearLR`` warm-up then ``CosineAnnealingLR``).
+
+Precision: a run whose config and command line state no ``trainer.precision`` and whose accelerator
+resolves to the CPU uses :func:`neurodecode.sys_info`'s CPU default: ``bf16-mixed`` on a CPU that
+computes bfloat16 natively (AVX512-BF16, AMX), else ``32-true`` (``$NEURODECODE_CPU_PRECISION``
+overrides it; ``--trainer.precision 32-true`` keeps float32). GPU runs keep Lightning's default. One
+log line says which precision the run uses and why; ``results.json`` records it.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from neurodecode._sys_info import default_cpu_precision
 from neurodecode.cli.checks import check_checkpoint, parse_int_list, precheck_lightning
 from neurodecode.cli.parse_errors import explain_parse_error
 from neurodecode.training.data import BrainImageDataModule
@@ -120,6 +127,11 @@ class NeuroDecodeCLI(LightningCLI):
         ckpt = cfg.get("ckpt_path")
         if ckpt and Path(str(ckpt)).is_file():
             check_lightning_checkpoint(str(ckpt))
+        precision, why = choose_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
+        cfg.trainer.precision = precision
+        from lightning.pytorch.utilities import rank_zero_info
+
+        rank_zero_info(f"neurodecode: precision {precision or '32-true'} ({why})")
 
     def instantiate_trainer(self, **kwargs: Any):
         trainer = super().instantiate_trainer(**kwargs)
@@ -148,6 +160,43 @@ class NeuroDecodeCLI(LightningCLI):
     def after_predict(self) -> None:
         if self.trainer.is_global_zero:
             write_predictions(self)
+
+
+def resolves_to_cpu(accelerator: Any) -> bool:
+    """Whether a ``trainer.accelerator`` value runs on the CPU (``"auto"``: when no GPU/TPU is available)."""
+    if accelerator is None or accelerator == "auto":
+        from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
+
+        return not any(a.is_available() for a in (CUDAAccelerator, MPSAccelerator, XLAAccelerator))
+    if isinstance(accelerator, str):
+        return accelerator.lower() == "cpu"
+    name = accelerator.get("class_path") if hasattr(accelerator, "get") else type(accelerator).__name__
+    return str(name).rsplit(".", 1)[-1] == "CPUAccelerator"
+
+
+def choose_precision(stated: Any, accelerator: Any) -> tuple[Any, str]:
+    """The ``trainer.precision`` of a run and why: the stated one, else the CPU default on a CPU.
+
+    Parameters
+    ----------
+    stated : str | int | None
+        ``trainer.precision`` as the config and command line give it (``None``: not stated).
+    accelerator : Any
+        ``trainer.accelerator`` (a name, ``"auto"`` or an accelerator).
+
+    Returns
+    -------
+    precision, reason : the value to give the trainer (``None`` keeps Lightning's default) and why.
+    """
+    if stated is not None:
+        return stated, "stated by the config or the command line"
+    if not resolves_to_cpu(accelerator):
+        return None, "Lightning's default off the CPU; state trainer.precision to change it"
+    try:
+        precision, why = default_cpu_precision()
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    return precision, f"CPU default: {why}"
 
 
 def write_predictions(cli: LightningCLI) -> Path | None:
@@ -197,6 +246,7 @@ def write_results(cli: LightningCLI, metrics: dict[str, Any], cfg: Any) -> Path:
                       "note": "checkpoint chosen on validation concepts held out from training; the test set "
                               "was used once, after training"},
         "seed": cfg.get("seed_everything"),
+        "precision": str(trainer.precision),
         "epochs_trained": trainer.current_epoch,
         "data": dm.describe() if hasattr(dm, "describe") else {},
     }

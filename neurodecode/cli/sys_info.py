@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "Print versions of Python and the libraries, the devices seen and which optional packages are installed."
+HELP = ("Print versions of Python and the libraries, the devices seen, whether the CPU computes bfloat16 natively "
+        "(and so the precision of CPU runs that state none) and which optional packages are installed.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
