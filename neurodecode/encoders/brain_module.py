@@ -185,14 +185,15 @@ class SpatialAttention(nn.Module):
         """
         logits = self.logits()
         dropped = self.dropped(len(x)) if self.drops else x.new_zeros(len(x), logits.shape[1], dtype=torch.bool)
-        e = torch.exp(logits - logits.amax(dim=-1, keepdim=True))  # (V, C)
-        keep = (~dropped).to(e.dtype)
-        norm = keep @ e.T  # (B, V)
-        if bool((norm < 1e-30).any()):  # the kept sensors' exponentials underflow: the plain softmax
-            attn = torch.softmax(logits[None].masked_fill(dropped[:, None, :], float("-inf")), dim=-1)
-            return torch.matmul(attn.to(x.dtype), x).transpose(1, 2)
-        y = torch.matmul((x * keep[:, :, None].to(x.dtype)).transpose(1, 2), e.T.to(x.dtype))
-        return y / norm[:, None, :].to(x.dtype)
+        if x.device.type == "cpu":  # off the CPU the underflow check below would make the host wait each step
+            e = torch.exp(logits - logits.amax(dim=-1, keepdim=True))  # (V, C)
+            keep = (~dropped).to(e.dtype)
+            norm = keep @ e.T  # (B, V)
+            if not bool((norm < 1e-30).any()):  # else the kept sensors' exponentials underflow: the plain softmax
+                y = torch.matmul((x * keep[:, :, None].to(x.dtype)).transpose(1, 2), e.T.to(x.dtype))
+                return y / norm[:, None, :].to(x.dtype)
+        attn = torch.softmax(logits[None].masked_fill(dropped[:, None, :], float("-inf")), dim=-1)
+        return torch.matmul(attn.to(x.dtype), x).transpose(1, 2)
 
 
 @functools.cache
@@ -379,7 +380,6 @@ class BrainModule(TimeseriesEncoder):
                  dropout: float = 0.0, implementation: str = "fast") -> None:
         super().__init__(n_chans, n_times, n_outputs, sfreq=sfreq, chs_info=chs_info, n_subjects=n_subjects)
         check_option("unknown_subject", unknown_subject, UNKNOWN_SUBJECT)
-        check_option("implementation", implementation, IMPLEMENTATIONS)
         self.implementation = implementation
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd (same-length dilated convolutions), got {kernel_size}.")
@@ -421,10 +421,19 @@ class BrainModule(TimeseriesEncoder):
             return torch.matmul(self.subject_layers.mean(0).to(x.dtype), x)
         return per_subject(lambda s, rows: torch.matmul(self.subject_layers[s].to(x.dtype), x[rows]), subject)
 
+    @property
+    def implementation(self) -> str:
+        """``"fast"`` or ``"reference"``; checked when set, so a built model can be switched."""
+        return self._implementation
+
+    @implementation.setter
+    def implementation(self, value: str) -> None:
+        check_option("implementation", value, IMPLEMENTATIONS)
+        self._implementation = value
+
     def forward_features(self, x: torch.Tensor, subject: torch.Tensor | int | None = None) -> torch.Tensor:
         """Time-aggregated features ``(batch, n_features)``."""
         subject = self._prepare(x, subject)
-        check_option("implementation", self.implementation, IMPLEMENTATIONS)
         if self.implementation == "fast":
             return self._features_fast(x, subject)
         y = self.initial(self.spatial_attention(x))
