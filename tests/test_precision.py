@@ -89,6 +89,30 @@ def test_choose_precision(bf16_cpu, monkeypatch):
         ndl.choose_precision(None, "cpu")
 
 
+def test_emulated_bf16_warning(bf16_cpu, monkeypatch):
+    # a CPU with native bf16, or float32, or a GPU: nothing to say
+    assert ndl.emulated_bf16_warning("bf16-mixed", "cpu") is None
+    monkeypatch.setattr(si, "cpu_bf16_support", lambda *a: NO_BF16)
+    assert ndl.emulated_bf16_warning("32-true", "cpu") is None
+    assert ndl.emulated_bf16_warning(None, "cpu") is None
+    assert ndl.emulated_bf16_warning("bf16-mixed", "gpu") is None
+    # bfloat16 stated for a CPU that emulates it: the warning names the option and the fix
+    for stated in ("bf16-mixed", "bf16-true", "bf16"):
+        msg = ndl.emulated_bf16_warning(stated, "cpu")
+        assert msg is not None and stated in msg and "--trainer.precision 32-true" in msg
+
+
+def test_packaged_cpu_configs_leave_precision_to_the_default():
+    # the configs that the simulator and the demo train on a CPU must not force emulated bf16 on a CPU without it
+    import yaml
+
+    from neurodecode.cli.checks import packaged_config
+
+    for name in ("sim/eeg_atm.yaml", "sim/meg_brainmodule.yaml", "sim/generator.yaml"):
+        trainer = yaml.safe_load(packaged_config(name).read_text())["trainer"]
+        assert "bf16" not in str(trainer.get("precision", "")), name
+
+
 def _fit(tmp_path: Path, sim_eeg: Path, *argv: str):
     cfg = {
         "seed_everything": 0,
