@@ -89,15 +89,9 @@ def tiny_encoder(sim_eeg, tmp_path_factory) -> Path:
     from neurodecode.cli.lightning import run_lightning_cli
 
     tmp = tmp_path_factory.mktemp("prior_encoder")
-    cfg = {
-        "seed_everything": 0, "test_after_fit": False,
-        "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1, "logger": False,
-                    "enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": str(tmp / "run")},
-        "model": {"class_path": "neurodecode.training.lit.AlignmentModule",
-                  "init_args": {"encoder": {"class_path": "neurodecode.encoders.MLP",
-                                            "init_args": {"hidden_sizes": [32]}}, "lr": 3e-3}},
-        "data": {"root": str(sim_eeg), "teacher": FEATURE_TEACHER, "batch_size": 32, "protocol": "joint"},
-    }
+    from tests_helpers import tiny_fit_config
+
+    cfg = tiny_fit_config(sim_eeg, tmp / "run", test_after_fit=False)
     (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
     run_lightning_cli("fit", ["-c", str(tmp / "config.yaml")])
     return tmp / "run" / "checkpoints" / "last.ckpt"

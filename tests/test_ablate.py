@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from tests_helpers import tiny_fit_config
 
 from neurodecode.training.ablation import (
     BASE,
@@ -21,8 +22,6 @@ from neurodecode.training.ablation import (
     summarize,
 )
 from neurodecode.utils import UserError
-
-FEATURE_TEACHER = "test:features"
 
 
 def test_grid_variants_combinations_and_plan(tmp_path):
@@ -158,15 +157,7 @@ def _parse(argv):
 
 
 def _base_config(tmp_path, sim_eeg):
-    cfg = {
-        "seed_everything": 0,
-        "trainer": {"max_epochs": 2, "accelerator": "cpu", "devices": 1, "logger": False,
-                    "enable_progress_bar": False, "enable_model_summary": False},
-        "model": {"class_path": "neurodecode.training.lit.AlignmentModule",
-                  "init_args": {"encoder": {"class_path": "neurodecode.encoders.MLP",
-                                            "init_args": {"hidden_sizes": [32]}}, "lr": 3e-3}},
-        "data": {"root": str(sim_eeg), "teacher": FEATURE_TEACHER, "batch_size": 32, "protocol": "intra"},
-    }
+    cfg = tiny_fit_config(sim_eeg, None, max_epochs=2, data={"protocol": "intra"})
     path = tmp_path / "base.yaml"
     path.write_text(yaml.safe_dump(cfg))
     grid = tmp_path / "grid.yaml"

@@ -222,21 +222,6 @@ def test_fit_with_the_packaged_config_checkpoint_and_export(sim_eeg, tmp_path):
 # --------------------------------------------------------------------------------------------------
 # slow: the default config learns to draw the stimuli
 # --------------------------------------------------------------------------------------------------
-def two_way_identification(pred: np.ndarray, truth: np.ndarray) -> float:
-    """MindEye's two-way identification: for recon j, the share of other truths less correlated with it than truth j."""
-    p = pred - pred.mean(1, keepdims=True)
-    t = truth - truth.mean(1, keepdims=True)
-    r = (p / np.linalg.norm(p, axis=1, keepdims=True)) @ (t / np.linalg.norm(t, axis=1, keepdims=True)).T
-    own = np.diag(r)
-    return float(((r < own[:, None]).sum(1) / (len(r) - 1)).mean())
-
-
-def test_two_way_identification_helper():
-    x = np.random.default_rng(0).standard_normal((20, 50))
-    assert two_way_identification(x, x) == 1.0
-    assert two_way_identification(-x, x) == 0.0
-
-
 # The session fixture sim_eeg has 48 training and 8 test images: too few to learn to draw novel concepts and
 # to measure a two-way identification (8 test images give scores in steps of 1/7). This test simulates the
 # images of a small data set of its own (one subject, seconds) and uses the demo's teacher, sim:features.
@@ -256,6 +241,7 @@ def test_default_config_draws_recognisable_test_stimuli(tmp_path):
     from PIL import Image
 
     from neurodecode.cli.checks import packaged_config
+    from neurodecode.evaluation.recon_metrics import two_way_identification
     from neurodecode.reconstruction.generator_data import GeneratorDataModule
     from neurodecode.reconstruction.lit_generator import GeneratorModule
     from neurodecode.simulate.dataset import simulate
@@ -267,7 +253,7 @@ def test_default_config_draws_recognisable_test_stimuli(tmp_path):
     cfg = yaml.safe_load(Path(packaged_config("sim/generator.yaml")).read_text())
     dm = GeneratorDataModule(**{**cfg["data"]["init_args"], "root": str(root)})
     module = GeneratorModule(**cfg["model"]["init_args"], seed=0)
-    trainer = _trainer(tmp_path, max_epochs=SLOW_EPOCHS, precision=cfg["trainer"]["precision"],
+    trainer = _trainer(tmp_path, max_epochs=SLOW_EPOCHS, precision=cfg["trainer"].get("precision", "32-true"),
                        gradient_clip_val=cfg["trainer"]["gradient_clip_val"], num_sanity_val_steps=0)
     trainer.fit(module, dm)
     gen = DemoGenerator(module.sampling_model.eval(), module.export_config(), device="cpu", batch_size=32)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tests_helpers import tiny_fit_config
 
 from neurodecode.losses import (
     AlignmentLoss,
@@ -249,21 +250,13 @@ def test_fit_with_every_lever(sim_eeg, tmp_path):
     from neurodecode.cli.lightning import run_cli
 
     root, _ = _with_layers(sim_eeg, tmp_path)
-    cfg = {
-        "seed_everything": 0,
-        "trainer": {"max_epochs": 2, "accelerator": "cpu", "devices": 1, "logger": False,
-                    "enable_progress_bar": False, "enable_model_summary": False,
-                    "default_root_dir": str(tmp_path / "run")},
-        "model": {"class_path": "neurodecode.training.lit.AlignmentModule", "init_args": {
-            "encoder": {"class_path": "neurodecode.encoders.MLP", "init_args": {"hidden_sizes": [32]}},
-            "loss": {"class_path": "neurodecode.losses.AlignmentLoss",
-                     "init_args": {"contrastive": "multipos", "domain": "coral", "domain_weight": 1.0}},
-            "augment": {"class_path": "neurodecode.training.augment.BrainAugment",
-                        "init_args": {"noise_std": 5.0, "max_shift": 2, "channel_dropout": 0.1, "mix_prob": 0.5}},
-            "positives": "concept", "mix_per_subject": True, "lr": 3e-2}},
-        "data": {"root": str(root), "teacher": FEATURE_TEACHER, "batch_size": 32, "protocol": "joint",
-                 "layers": ["final", "block1-mean"], "fusion": "mix"},
-    }
+    cfg = tiny_fit_config(root, tmp_path / "run", max_epochs=2, model={
+        "loss": {"class_path": "neurodecode.losses.AlignmentLoss",
+                 "init_args": {"contrastive": "multipos", "domain": "coral", "domain_weight": 1.0}},
+        "augment": {"class_path": "neurodecode.training.augment.BrainAugment",
+                    "init_args": {"noise_std": 5.0, "max_shift": 2, "channel_dropout": 0.1, "mix_prob": 0.5}},
+        "positives": "concept", "mix_per_subject": True, "lr": 3e-2},
+        data={"layers": ["final", "block1-mean"], "fusion": "mix"})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     cli = run_cli("fit", ["-c", str(tmp_path / "c.yaml")])
     model = cli.model
@@ -561,17 +554,9 @@ def _fit_fused(root, tmp_path, name, **data):
 
     from neurodecode.cli.lightning import run_cli
 
-    cfg = {
-        "seed_everything": 0, "test_after_fit": False,
-        "trainer": {"max_epochs": 3, "accelerator": "cpu", "devices": 1, "logger": False,
-                    "enable_progress_bar": False, "enable_model_summary": False,
-                    "default_root_dir": str(tmp_path / name)},
-        "model": {"class_path": "neurodecode.training.lit.AlignmentModule", "init_args": {
-            "encoder": {"class_path": "neurodecode.encoders.MLP", "init_args": {"hidden_sizes": [32]}},
-            "lr": 3e-2, "mix_per_subject": True}},
-        "data": {"root": str(root), "teacher": FEATURE_TEACHER, "batch_size": 16, "protocol": "joint",
-                 "layers": ["final", "block1-mean"], **data},
-    }
+    cfg = tiny_fit_config(root, tmp_path / name, max_epochs=3, test_after_fit=False,
+                          model={"lr": 3e-2, "mix_per_subject": True},
+                          data={"batch_size": 16, "layers": ["final", "block1-mean"], **data})
     (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
     run_cli("fit", ["-c", str(tmp_path / f"{name}.yaml")])
     return tmp_path / name / "checkpoints" / "last.ckpt"

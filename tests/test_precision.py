@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import FEATURE_TEACHER
+from tests_helpers import tiny_fit_config
 
 import neurodecode._sys_info as si
 from neurodecode.cli import lightning as ndl
@@ -114,16 +114,7 @@ def test_packaged_cpu_configs_leave_precision_to_the_default():
 
 
 def _fit(tmp_path: Path, sim_eeg: Path, *argv: str):
-    cfg = {
-        "seed_everything": 0,
-        "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1, "logger": False,
-                    "enable_progress_bar": False, "enable_model_summary": False,
-                    "default_root_dir": str(tmp_path / "run")},
-        "model": {"class_path": "neurodecode.training.lit.AlignmentModule",
-                  "init_args": {"encoder": {"class_path": "neurodecode.encoders.MLP",
-                                            "init_args": {"hidden_sizes": [32]}}, "lr": 3e-3}},
-        "data": {"root": str(sim_eeg), "teacher": FEATURE_TEACHER, "batch_size": 32, "protocol": "joint"},
-    }
+    cfg = tiny_fit_config(sim_eeg, tmp_path / "run")
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     records: list[str] = []

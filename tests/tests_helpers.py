@@ -76,3 +76,21 @@ class RecordSteps(L.Callback):
             h.remove()
         torch.save({"lrs": self.lrs, "dtypes": sorted(self.dtypes), "optimizer": self.optimizer,
                     "total": int(trainer.estimated_stepping_batches)}, self.out)
+
+
+def tiny_fit_config(root: Path | str, run_dir: Path | str | None, *, max_epochs: int = 1, seed: int = 0,
+                    model: dict | None = None, data: dict | None = None, **top) -> dict:
+    """A ``neurodecode fit`` config of a small MLP on a simulated folder (CPU, no logger, no progress bar).
+
+    ``model`` updates the AlignmentModule's ``init_args`` (an ``encoder`` entry replaces the MLP), ``data`` the
+    data section (teacher ``test:features``, batch 32, joint protocol), and further keywords the top level.
+    """
+    trainer = {"max_epochs": max_epochs, "accelerator": "cpu", "devices": 1, "logger": False,
+               "enable_progress_bar": False, "enable_model_summary": False}
+    if run_dir is not None:
+        trainer["default_root_dir"] = str(run_dir)
+    init = {"encoder": {"class_path": "neurodecode.encoders.MLP", "init_args": {"hidden_sizes": [32]}}, "lr": 3e-3}
+    return {"seed_everything": seed, **top, "trainer": trainer,
+            "model": {"class_path": "neurodecode.training.lit.AlignmentModule", "init_args": {**init, **(model or {})}},
+            "data": {"root": str(root), "teacher": "test:features", "batch_size": 32, "protocol": "joint",
+                     **(data or {})}}
