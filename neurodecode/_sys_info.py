@@ -97,6 +97,11 @@ def cpu_bf16_support(cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
     return {"supported": bool(features), "features": features, "source": source, "machine": platform.machine()}
 
 
+def cpu_bf16_native() -> bool:
+    """Whether this CPU computes bfloat16 natively (:func:`cpu_bf16_support`'s ``supported``)."""
+    return bool(cpu_bf16_support()["supported"])
+
+
 def default_cpu_precision(support: dict[str, Any] | None = None,
                           env: dict[str, str] | None = None) -> tuple[str, str]:
     """The ``trainer.precision`` of a CPU run whose config states none, and why.

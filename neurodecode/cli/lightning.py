@@ -46,8 +46,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from neurodecode import _sys_info
-from neurodecode._sys_info import default_cpu_precision
+from neurodecode._sys_info import cpu_bf16_native, default_cpu_precision
 from neurodecode.cli.checks import check_checkpoint, parse_int_list, precheck_lightning
 from neurodecode.cli.parse_errors import explain_parse_error
 from neurodecode.training.data import BrainImageDataModule
@@ -213,7 +212,7 @@ def emulated_bf16_warning(precision: Any, accelerator: Any) -> str | None:
     """
     if "bf16" not in str(precision or "") or not resolves_to_cpu(accelerator):
         return None
-    if _sys_info.cpu_bf16_support()["supported"]:
+    if cpu_bf16_native():
         return None
     return (f"trainer.precision {precision} on a CPU without native bfloat16 (no AVX512-BF16 or AMX-BF16): "
             "bfloat16 is emulated here and can make training many times slower than float32; give "
