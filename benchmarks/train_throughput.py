@@ -8,9 +8,17 @@ with 1024-d embeddings. Variants of the same architecture, with the same paramet
   ``Conv2d(1, 40, (1, 25))`` on ``(B, 1, C, T)`` giving ``(B, 40, C, T - 24)``, then
   ``AvgPool2d((1, 51), (1, 5))``, batch norm, ELU, the spatial ``Conv2d`` and so on; standard
   ``nn.Dropout`` and ``scaled_dot_product_attention`` in the transformer;
-- ``fused`` (``neurodecode.encoders.ATM``'s default): convolution and pooling as one strided
-  filter applied as a matrix product, fused with batch norm, ELU and the spatial convolution in
-  one chunked autograd function (no full-size intermediate kept), faster dropout;
+- ``fused`` (``neurodecode.encoders.ATM``'s default): in the temporal-spatial convolution, the
+  pooling as a box mean of the input (float64 cumulative sums) followed by the 25-tap filter every
+  5 samples, one matrix product on windows laid out as (batch, time, channel, tap) so that its
+  output is already in the spatial convolution's layout; filter, batch norm, ELU and spatial
+  convolution in one chunked autograd function whose batch-norm statistics come from the windows'
+  26 x 26 Gram matrix and whose backward pass is one pass over the chunks (windows and ELU output
+  kept within 256 MB, recomputed beyond); in the transformer's training path, attention as one
+  batched product per head on column slices of the ``qkv`` projection with a hand-written
+  backward (no permute or copy of ``qkv``, no stacking of its gradients), dropout multipliers
+  from raw random bits (a byte per unit kept for the backward pass) and the residual dropouts as
+  one ``addcmul``;
 - ``fused_checkpointing``: ``fused`` plus activation checkpointing of the transformer over chunks
   of the batch (``ATM(..., checkpointing=True)``): least memory, some recomputation.
 
@@ -24,12 +32,19 @@ Usage::
 
     python benchmarks/train_throughput.py                      # batch 64 and 1024, CPU (+ CUDA if present)
     python benchmarks/train_throughput.py --batch-sizes 64 --out results.json
+    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --batch-sizes 64 --rounds 4 --min-time 8
 
 The achieved share of the matmul peak divides the FLOPs of the architecture as the reference
 layers compute them (a full-rate convolution followed by pooling) by the step time, for every
 variant; the fused variants execute fewer FLOPs for the same result, which is part of their
 speed-up (``flops_own`` gives the FLOPs each variant actually executes, recomputation included).
-The machine's load average is recorded: on a shared machine timings vary from run to run.
+The machine's load average is recorded: on a shared machine timings vary from run to run, so
+compare variants within one run, and with ``--rounds N`` every variant runs N times, interleaved,
+so that a change of load hits them alike: the summary gives the ratio of median step times over
+all rounds (``speedup_vs_reference_same_run``), the ratios of their quartiles
+(``speedup_quartile_bounds``: reference first quartile over variant third quartile, and the
+reverse) and each round's ratio of medians (``speedup_per_round``) as its spread.
+``OMP_NUM_THREADS`` sets the threads of the workers.
 """
 
 from __future__ import annotations
@@ -278,12 +293,50 @@ def _run_subprocess(variant: str, batch: int, device: str, args) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    """First and third quartiles (linear interpolation)."""
+    v = sorted(values)
+
+    def at(q: float) -> float:
+        pos = q * (len(v) - 1)
+        lo = int(pos)
+        hi = min(lo + 1, len(v) - 1)
+        return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+    return at(0.25), at(0.75)
+
+
+def _pool_rounds(runs: list[dict]) -> dict[tuple, dict]:
+    """One record per (device, batch, variant): the step times of all its rounds pooled."""
+    by_key: dict[tuple, dict] = {}
+    for r in runs:
+        if "error" in r:
+            continue
+        key = (r["device"], r["batch"], r["variant"])
+        if key not in by_key:
+            by_key[key] = {**r, "step_seconds": list(r["step_seconds"]), "round_medians": []}
+        else:
+            by_key[key]["step_seconds"] += r["step_seconds"]
+            by_key[key]["peak_rss_mb"] = max(by_key[key]["peak_rss_mb"], r["peak_rss_mb"])
+        by_key[key]["round_medians"].append(r["step_seconds_median"])
+    for r in by_key.values():
+        times = sorted(r["step_seconds"])
+        r["step_seconds_median"] = times[len(times) // 2]
+        r["samples_per_s"] = r["batch"] / r["step_seconds_median"]
+        r["temporal_branch_share"] = r["temporal_branch_seconds"] / r["step_seconds_median"]
+        r["share_of_matmul_peak"] = r["flops_reference_layers"] / r["step_seconds_median"] / 1e9 / r["matmul_peak_gflops"]
+    return by_key
+
+
 def _summarise(runs: list[dict]) -> list[dict]:
     out = []
-    by_key = {(r["device"], r["batch"], r["variant"]): r for r in runs if "error" not in r}
+    by_key = _pool_rounds(runs)
     for (device, batch, variant), r in sorted(by_key.items()):
+        q1, q3 = _quartiles(r["step_seconds"])
         row = {"device": device, "batch": batch, "variant": variant,
                "samples_per_s": round(r["samples_per_s"], 1),
+               "step_seconds_median": round(r["step_seconds_median"], 4),
+               "step_seconds_quartiles": [round(q1, 4), round(q3, 4)],
                "peak_rss_gb": round(r["peak_rss_mb"] / 1024, 2),
                "share_of_matmul_peak": round(r["share_of_matmul_peak"], 3),
                "temporal_branch_share": round(r["temporal_branch_share"], 3)}
@@ -292,6 +345,11 @@ def _summarise(runs: list[dict]) -> list[dict]:
         ref = by_key.get((device, batch, "reference"))
         if ref is not None and variant != "reference":
             row["speedup_vs_reference_same_run"] = round(r["samples_per_s"] / ref["samples_per_s"], 2)
+            rq1, rq3 = _quartiles(ref["step_seconds"])
+            row["speedup_quartile_bounds"] = [round(rq1 / q3, 2), round(rq3 / q1, 2)]
+            if len(r["round_medians"]) > 1:
+                pairs = zip(ref["round_medians"], r["round_medians"], strict=True)
+                row["speedup_per_round"] = [round(a / b, 2) for a, b in pairs]
             row["memory_vs_reference_same_run"] = round(r["peak_rss_mb"] / ref["peak_rss_mb"], 2)
         issue = ISSUE_REFERENCE["samples_per_s"].get(str(batch))
         if device == "cpu" and issue is not None and variant != "reference":
@@ -319,6 +377,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--min-steps", type=int, default=3, help="timed steps at least (after one warm-up)")
     parser.add_argument("--min-time", type=float, default=10.0, help="time steps for at least this many seconds")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every variant this many times, interleaved (fresh processes; the summary "
+                             "pools their steps and lists each round's speed-up)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
     parser.add_argument("--worker", default=None, choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -350,8 +411,11 @@ def main(argv=None) -> dict:
     }
     for device in devices:
         for batch in args.batch_sizes:
-            for variant in args.variants:
-                report["runs"].append(_run_subprocess(variant, batch, device, args))
+            for round_ in range(args.rounds):  # interleaved: every variant once per round
+                for variant in args.variants:
+                    run = _run_subprocess(variant, batch, device, args)
+                    run["round"] = round_
+                    report["runs"].append(run)
     report["machine"]["load_average_end"] = os.getloadavg()
     report["summary"] = _summarise(report["runs"])
     print(json.dumps(report, indent=2))

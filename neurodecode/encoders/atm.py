@@ -40,7 +40,7 @@ from neurodecode.encoders.base import TimeseriesEncoder, register_encoder
 from neurodecode.encoders.nice import Projector, TSConv
 from neurodecode.utils import check_option
 
-__all__ = ["ATM", "ChannelAttentionLayer"]
+__all__ = ["ATM", "ChannelAttentionLayer", "FastDropout", "dropout_mask"]
 
 UNKNOWN_SUBJECT = ("mean", "learned")
 _CHECKPOINT_BYTES = 128 * 2**20  # activations recomputed at once under checkpointing
@@ -56,37 +56,127 @@ def sinusoidal_positions(n_positions: int, dim: int) -> torch.Tensor:
     return table.float()
 
 
-class _Dropout(torch.autograd.Function):
-    """Inverted dropout with a uniform-threshold mask kept as booleans.
+def _draws(shape: tuple[int, ...], p: float, device: torch.device | str | None) -> tuple[torch.Tensor, int]:
+    """Random integers deciding dropout at rate ``p`` and the threshold (kept where ``draws >= threshold``)."""
+    n = math.prod(shape)
+    bits = next((bits for bits in (8, 16) if (p * 2**bits).is_integer()), 32)
+    int_dtype = {8: torch.int8, 16: torch.int16, 32: torch.int32}[bits]
+    words = torch.empty(-(-n * bits // 64), dtype=torch.int64, device=device).random_(-2**63, None)
+    return words.view(int_dtype)[:n].view(shape), -2 ** (bits - 1) + round(p * 2**bits)
 
-    The same operation as ``F.dropout`` (each unit kept with probability ``1 - p`` and scaled by
-    ``1 / (1 - p)``), drawn from ``torch.rand`` (vectorised, about 2.5 times faster than the
-    ``bernoulli_`` that ``F.dropout`` uses on CPU) and saved as a boolean mask (a quarter of the
-    float mask ``F.dropout`` keeps for the backward pass).
+
+def _multipliers(draws: torch.Tensor, threshold: int, p: float, dtype: torch.dtype) -> torch.Tensor:
+    mask = torch.ge(draws, threshold, out=torch.empty(draws.shape, dtype=dtype, device=draws.device))
+    return mask.mul_(1.0 / (1.0 - p) if p < 1.0 else 0.0)
+
+
+def dropout_mask(shape: tuple[int, ...], p: float, device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Inverted-dropout multipliers: ``1 / (1 - p)`` with probability ``1 - p``, else 0.
+
+    Drawn from raw random bits (``random_`` over the full 64-bit range, viewed as 8, 16 or 32-bit
+    integers): each unit is kept when its integer is at least ``-2**(bits - 1) + round(p * 2**bits)``,
+    with the fewest bits that represent ``p`` exactly (8 for 0.25 or 0.5; 32, a resolution of
+    2.3e-10, for other rates). One random 64-bit word serves up to eight units, about seven times
+    faster on CPU than the ``torch.rand`` draw per unit (and much faster than ``bernoulli_``).
+    :class:`FastDropout` keeps the integers (one byte per unit at rates 0.25 or 0.5) for the
+    backward pass and rebuilds the multipliers there.
     """
+    return _multipliers(*_draws(shape, p, device), p, dtype)
+
+
+class _DropoutApply(torch.autograd.Function):
+    """``base + x * m`` (or ``x * m``) for dropout multipliers ``m`` rebuilt in the backward pass from the draws."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        keep = torch.rand_like(x) >= p
-        ctx.save_for_backward(keep)
-        ctx.scale = 1.0 / (1.0 - p)
-        return torch.where(keep, x * ctx.scale, 0.0)
+    def forward(ctx, x: torch.Tensor, base: torch.Tensor | None, p: float) -> torch.Tensor:
+        draws, threshold = _draws(x.shape, p, x.device)
+        ctx.save_for_backward(draws)
+        ctx.threshold, ctx.p, ctx.has_base = threshold, p, base is not None
+        m = _multipliers(draws, threshold, p, x.dtype)
+        return m.mul_(x) if base is None else torch.addcmul(base, x, m)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (keep,) = ctx.saved_tensors
-        return torch.where(keep, grad * ctx.scale, 0.0), None
+        (draws,) = ctx.saved_tensors
+        g_x = _multipliers(draws, ctx.threshold, ctx.p, grad.dtype).mul_(grad)
+        return g_x, grad if ctx.has_base else None, None
 
 
 class FastDropout(nn.Dropout):
-    """``nn.Dropout`` computed by :class:`_Dropout` (same distribution, faster, less memory)."""
+    """``nn.Dropout`` with the multipliers of :func:`dropout_mask` (same distribution, faster, a byte per unit kept)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
         if self.p >= 1.0:
             return torch.zeros_like(x)
-        return _Dropout.apply(x, self.p)
+        return _DropoutApply.apply(x, None, self.p)
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``x + dropout(y)`` in one pass."""
+        if not self.training or self.p == 0.0 or self.p >= 1.0:
+            return x + self(y)
+        return _DropoutApply.apply(y, x, self.p)
+
+
+class _Attention(torch.autograd.Function):
+    """Multi-head softmax attention with dropout on the weights, read from and written to ``qkv`` layouts.
+
+    Input ``qkv (B, N, 3 * H * D)`` as the projection gives it (queries, keys, values, each
+    head-major), output ``(B, N, H * D)`` ready for the output projection: every head is a batched
+    product on strided column slices, so that ``qkv`` is neither permuted nor copied in either
+    pass, and the backward pass puts each head's three gradients in place in one ``qkv``-shaped
+    tensor (no stacking or permuting of gradients). Keeps ``qkv``, the attention weights and the
+    dropout draws (:func:`dropout_mask`).
+    """
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, n_heads: int, head_dim: int, p: float) -> torch.Tensor:
+        b, n, _ = qkv.shape
+        inner = n_heads * head_dim
+        scale = 1.0 / math.sqrt(head_dim)
+        with torch.autocast(qkv.device.type, enabled=False):
+            out = qkv.new_empty(b, n, inner)
+            probs = qkv.new_empty(n_heads, b, n, n)
+            draws, threshold = _draws(probs.shape, p, qkv.device) if p > 0 else (None, 0)
+            for i in range(n_heads):
+                sl = slice(i * head_dim, (i + 1) * head_dim)
+                q, k, v = (qkv[:, :, j * inner + i * head_dim:j * inner + (i + 1) * head_dim] for j in range(3))
+                scores = torch.baddbmm(probs[i], q, k.transpose(1, 2), beta=0.0, alpha=scale)
+                torch.softmax(scores, -1, out=probs[i])
+                weights = probs[i]
+                if draws is not None:
+                    weights = _multipliers(draws[i], threshold, p, qkv.dtype).mul_(weights)
+                out[:, :, sl] = torch.bmm(weights, v)
+        ctx.save_for_backward(qkv, probs, draws)
+        ctx.geom = (n_heads, head_dim, scale, threshold, p)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        qkv, probs, draws = ctx.saved_tensors
+        n_heads, head_dim, scale, threshold, p = ctx.geom
+        inner = n_heads * head_dim
+        grad = grad.to(qkv.dtype)
+        g_qkv = torch.empty_like(qkv)
+        for i in range(n_heads):
+            sl = slice(i * head_dim, (i + 1) * head_dim)
+            cols = [slice(j * inner + i * head_dim, j * inner + (i + 1) * head_dim) for j in range(3)]
+            q, k, v = (qkv[:, :, c] for c in cols)
+            go, prob = grad[:, :, sl], probs[i]
+            mask = _multipliers(draws[i], threshold, p, qkv.dtype) if draws is not None else None
+            weights = prob * mask if mask is not None else prob
+            # (products into contiguous results: bmm into a strided slice would loop over the batch)
+            g_qkv[:, :, cols[2]] = torch.bmm(weights.transpose(1, 2), go)
+            g_w = torch.bmm(go, v.transpose(1, 2))
+            if mask is not None:
+                g_w.mul_(mask)
+            # softmax backward, scaled: d scores = scale * p * (g - sum(g * p))
+            g_s = (g_w - (g_w * prob).sum(-1, keepdim=True)).mul_(prob).mul_(scale)
+            g_qkv[:, :, cols[0]] = torch.bmm(g_s, k)
+            g_qkv[:, :, cols[1]] = torch.bmm(g_s.transpose(1, 2), q)
+        return g_qkv, None, None, None
 
 
 class ChannelAttentionLayer(nn.Module):
@@ -108,9 +198,12 @@ class ChannelAttentionLayer(nn.Module):
     dropout : float
         Dropout on attention weights, after attention and in the feed-forward block.
     fast : bool
-        Use :class:`FastDropout` and an explicit attention (so that its dropout is the fast one
-        too) instead of ``nn.Dropout`` and ``F.scaled_dot_product_attention``. Same model; the
-        dropout masks come from another random stream.
+        In training, compute the attention with :class:`_Attention` (per-head products on column
+        slices of the ``qkv`` projection, no permute or copy of it, its own backward pass, dropout
+        on the weights inside) and every dropout with the multipliers of :func:`dropout_mask`
+        (the residual ones as one ``addcmul``); ``False``: ``nn.Dropout`` and
+        ``F.scaled_dot_product_attention``. Evaluation is the same for both. Same model; in
+        training the dropout masks come from another random stream.
     """
 
     def __init__(self, d_model: int, n_heads: int = 4, d_ff: int = 256, dropout: float = 0.25,
@@ -131,18 +224,16 @@ class ChannelAttentionLayer(nn.Module):
         self.dropout = FastDropout(dropout) if fast else nn.Dropout(dropout)
         self.attn_dropout = dropout
 
-    def _attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if not self.fast:
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
-        if not (self.training and self.attn_dropout > 0):
-            return F.scaled_dot_product_attention(q, k, v)
-        weights = torch.softmax((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim)), dim=-1)
-        return _Dropout.apply(weights, self.attn_dropout) @ v
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
+        if self.fast and self.training:
+            a = _Attention.apply(self.qkv(x), self.n_heads, self.head_dim, self.attn_dropout)
+            x = self.norm1(self.dropout.add(x, self.out(a)))
+            h = self.dropout(F.gelu(self.ff1(x)))
+            return self.norm2(self.dropout.add(x, self.ff2(h)))
         q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        a = self._attention(q, k, v)
+        p = self.attn_dropout if self.training else 0.0
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
         a = self.out(a.transpose(1, 2).reshape(b, n, -1))
         x = self.norm1(x + self.dropout(a))
         y = self.dropout(self.ff2(self.dropout(F.gelu(self.ff1(x)))))
@@ -175,17 +266,20 @@ class ATM(TimeseriesEncoder):
     proj_dropout : float
         Dropout in the projector (0.5).
     implementation : {"fused", "reference"}
-        ``"fused"``: the temporal convolution + pooling as one filter in a chunked block (see
-        :mod:`.nice`) and the transformer's dropout drawn by :class:`FastDropout`;
-        ``"reference"``: the layers as in the reference code. Same model and outputs (in training,
-        the transformer's dropout masks come from different random streams).
+        ``"fused"``: the temporal-spatial convolution as one chunked block (box mean, strided
+        filter, batch norm, ELU and spatial product; see :mod:`.nice`) and the transformer's fast
+        training path (:class:`ChannelAttentionLayer` with ``fast=True``: attention without
+        copies of the ``qkv`` projection, dropout by :func:`dropout_mask`); ``"reference"``: the
+        layers as in the reference code. Same parameters, outputs and gradients (in training, the
+        transformer's dropout masks come from different random streams).
     checkpointing : bool
         In training, run the transformer under activation checkpointing over chunks of the batch
         (the tokens are independent across examples): its activations are recomputed chunk by
-        chunk in the backward pass instead of being kept, which cuts the peak training memory (2.4
-        to 1.6 GB at batch 1024 for THINGS-EEG2 shapes, ``benchmarks/train_throughput.py``) for
+        chunk in the backward pass instead of being kept, which cuts the peak training memory (2.7
+        to 1.9 GB at batch 1024 for THINGS-EEG2 shapes, ``benchmarks/train_throughput.py``) for
         about a fifth more arithmetic. On CPU it is also faster at large batches (less memory
-        traffic: 243 vs 203 samples/s at batch 1024) and slower at small ones (244 vs 307 at 64).
+        traffic: 112 vs 92 samples/s at batch 1024, one thread) and slower at small ones (112 vs
+        142 at 64).
         Same outputs in evaluation; in training the dropout masks are drawn per chunk.
 
     Notes

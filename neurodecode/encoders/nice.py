@@ -9,19 +9,24 @@ flattened (time-major) and a projector maps it to the embedding: a linear layer,
 
 Implementation note (speed and memory, same numerics)
 -----------------------------------------------------
-A convolution followed by an average pooling is one linear map: convolving the input with the
-temporal kernel and then averaging 51 neighbours equals convolving it with the temporal kernel
-smoothed by a 51-sample box (a combined kernel of 25 + 51 - 1 = 75 taps) evaluated every 5
-samples. The reference layers compute the full-rate convolution output ``(batch, 40, n_chans,
-n_times - 24)`` (2.3 GB at batch 1024 for THINGS-EEG2 shapes) and pool it. Here
-(``implementation="fused"``, the default) the combined filter is applied as one matrix product on
-overlapping windows of the input, and the sequence "filter, batch norm, ELU, spatial convolution"
-runs as one autograd function (:class:`_FusedTemporalSpatial`) over chunks of the batch: the
-batch-norm statistics are gathered in a first pass, and the backward pass recomputes what it needs
-chunk by chunk, so that no activation of that size is ever kept (the whole block keeps its input
-and a few vectors). The parameters are those of the original layers (``temporal_conv`` is still
-a ``Conv2d(1, 40, (1, 25))``), and ``implementation="reference"`` runs the original sequence of
-layers on the same parameters, which the tests use to check that both agree.
+A convolution followed by an average pooling is one linear map, and the two commute: averaging 51
+neighbours of the input (a box mean, computed exactly from float64 cumulative sums) and then
+applying the 25-tap temporal kernel every 5 samples gives the pooled convolution. The reference
+layers compute the full-rate convolution output ``(batch, 40, n_chans, n_times - 24)`` (2.3 GB at
+batch 1024 for THINGS-EEG2 shapes) and pool it. Here (``implementation="fused"``, the default) the
+strided filter is one matrix product on 25-sample windows of the box mean laid out as (batch,
+time, channel, tap), so that its output is already in the layout of the spatial convolution (a
+matrix product over (channel, filter)); the sequence "filter, batch norm, ELU, spatial
+convolution" runs as one autograd function (:class:`_FusedTemporalSpatial`) over chunks of the
+batch. A ones column on the windows carries the biases, so the filter, the batch norm and its
+shift are one ``(26, 40)`` matrix; the batch-norm statistics follow from the windows' ``26 x 26``
+Gram matrix, and in the backward pass the batch-norm reductions and the filter's weight and input
+gradients follow from products with the windows, so that the filter output is formed once per
+pass, one chunk at a time. The windows and the ELU output are kept for the backward pass within
+``_CACHE_BYTES`` (a batch of 64 fits) and recomputed chunk by chunk beyond. The parameters are
+those of the original layers (``temporal_conv`` is still a ``Conv2d(1, 40, (1, 25))``), and
+``implementation="reference"`` runs the original sequence of layers on the same parameters, which
+the tests use to check that both agree.
 """
 
 from __future__ import annotations
@@ -38,11 +43,11 @@ from neurodecode.utils import check_option
 __all__ = ["NICE", "TSConv", "Projector"]
 
 IMPLEMENTATIONS = ("fused", "reference")
-# size of one chunk's (rows, channels, steps, filters) activation in the fused block (small enough
+# size of one chunk's (rows, steps, channels, filters) activation in the fused block (small enough
 # for the element-wise passes over a chunk to stay in cache), and how much the block may keep
-# between its passes to avoid recomputing chunks
+# between its passes (windows, ELU output) to avoid recomputing chunks
 _CHUNK_BYTES = 4 * 2**20
-_CACHE_BYTES = 256 * 2**20
+_CACHE_BYTES = 128 * 2**20
 
 
 class TSConv(nn.Module):
@@ -63,12 +68,11 @@ class TSConv(nn.Module):
     dropout : float
         Dropout after the spatial convolution (0.5).
     implementation : {"fused", "reference"}
-        ``"fused"``: convolution and pooling as one strided linear map inside a chunked autograd
-        function (fast, little memory); ``"reference"``: the original Conv2d + AvgPool2d sequence.
+        ``"fused"``: box mean and strided filter, batch norm, ELU and spatial product inside a
+        chunked autograd function (fast, little memory, see the module notes); ``"reference"``:
+        the original Conv2d + AvgPool2d sequence.
         Both give the same outputs and gradients (up to float rounding).
     """
-
-    _BLOCK = 4  # outputs per window of the fused temporal filter (see _window_filter)
 
     def __init__(self, n_chans: int, n_times: int, *, n_filters: int = 40, emb_size: int = 40,
                  temporal_kernel: int = 25, pool_size: int = 51, pool_stride: int = 5, dropout: float = 0.5,
@@ -103,36 +107,11 @@ class TSConv(nn.Module):
         w = self.temporal_conv.weight.reshape(-1, 1, self.temporal_kernel)
         return F.conv_transpose1d(w, self._box.to(w.dtype)).squeeze(1)
 
-    def _window_filter(self, device: torch.device) -> tuple[torch.Tensor, int, int, int]:
-        """The combined filter as a ``(win, block * F)`` matrix acting on windows of ``win`` samples.
-
-        Each window yields ``block`` consecutive outputs (``block`` = :attr:`_BLOCK`), so the
-        overlapping windows hold about three times the input rather than the ``L / s = 15`` times
-        of one window per output, and the product has ``block * F`` columns.
-
-        Returns
-        -------
-        w_block, win, n_blocks, t_pad
-        """
-        s, block = self.pool_stride, self._BLOCK
-        k = self.combined_kernel()  # (F, L)
-        n_filt, length = k.shape
-        n_blocks = -(-self.n_steps // block)
-        win = s * (block - 1) + length
-        t_pad = s * block * (n_blocks - 1) + win
-        # w_block[j, i, f] = k[f, j - s * i]: window sample j feeds output i of the block
-        j = torch.arange(win, device=device)[:, None] - s * torch.arange(block, device=device)[None, :]
-        inside = (j >= 0) & (j < length)
-        w_block = (k[:, j.clamp(0, length - 1)] * inside).permute(1, 2, 0).reshape(win, block * n_filt)
-        return w_block, win, n_blocks, t_pad
-
     def _temporal_fused(self, x: torch.Tensor) -> torch.Tensor:
-        """Conv(1 x k) + AvgPool(1 x p, stride s) as one strided filter: ``(B, C, T) -> (B, C, n_steps, F)``."""
-        w_block, win, n_blocks, t_pad = self._window_filter(x.device)
-        x = _fit_length(x, t_pad)
-        y = _apply_window_filter(x, w_block.to(x.dtype), win, self.pool_stride * self._BLOCK, n_blocks,
-                                 self.n_steps, w_block.shape[1] // self._BLOCK)
-        return y + self.temporal_conv.bias.to(y.dtype)
+        """Conv(1 x k) + AvgPool(1 x p, stride s) as box mean then strided filter: ``(B, C, T) -> (B, C, n_steps, F)``."""
+        windows = _box_mean(x, self.pool_size).unfold(-1, self.temporal_kernel, self.pool_stride)
+        w = self.temporal_conv.weight.flatten(1).t().to(x.dtype)  # (k, F)
+        return windows[:, :, :self.n_steps] @ w + self.temporal_conv.bias.to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, n_chans, n_times)`` -> ``(batch, n_features)`` (time-major flatten)."""
@@ -145,21 +124,22 @@ class TSConv(nn.Module):
             y = self.projection(self.dropout(y))
             return y.flatten(2).transpose(1, 2).reshape(b, -1)
         n_steps = self.n_steps
-        w_block, win, n_blocks, t_pad = self._window_filter(x.device)
+        if torch.is_autocast_enabled(x.device.type) and x.dtype == torch.float32:
+            x = x.to(torch.get_autocast_dtype(x.device.type))  # the block runs autocast-free in x's dtype
+        dtype = x.dtype
         n_filt = self.bn1.num_features
+        w_t = self.temporal_conv.weight.flatten(1).t().to(dtype)  # (k, F)
         # spatial conv weight as a ((channel, filter), out) matrix
         w_spatial = self.spatial_conv.weight.squeeze(-1).permute(2, 1, 0).reshape(self.n_chans * n_filt, -1)
         bn1 = self.bn1
-        use_batch_stats = bn1.training or bn1.running_mean is None
-        if use_batch_stats:
+        if bn1.training or bn1.running_mean is None:
             mean = var = None
         else:
             mean, var = bn1.running_mean, bn1.running_var
-        dtype = x.dtype
         y, batch_mean, batch_var = _FusedTemporalSpatial.apply(
-            _fit_length(x, t_pad), w_block.to(dtype), self.temporal_conv.bias.to(dtype),
-            bn1.weight.to(dtype), bn1.bias.to(dtype), w_spatial.to(dtype), self.spatial_conv.bias.to(dtype),
-            mean, var, (win, self.pool_stride * self._BLOCK, n_blocks, n_steps, bn1.eps))
+            x, w_t, self.temporal_conv.bias.to(dtype), bn1.weight.to(dtype), bn1.bias.to(dtype),
+            w_spatial.to(dtype), self.spatial_conv.bias.to(dtype), mean, var,
+            (self.pool_size, self.pool_stride, n_steps, bn1.eps, torch.is_grad_enabled()))
         if bn1.training and bn1.track_running_stats and bn1.running_mean is not None:
             _update_running_stats(bn1, batch_mean, batch_var, n=b * self.n_chans * n_steps)
         y = F.elu(_batch_norm(self.bn2, y))  # (B * n_steps, G)
@@ -174,193 +154,215 @@ class TSConv(nn.Module):
         return y.view(b, -1)
 
 
-def _fit_length(x: torch.Tensor, t_pad: int) -> torch.Tensor:
-    """Zero-pad or crop the last axis to ``t_pad`` samples (crop only drops samples no output reads)."""
-    t = x.shape[-1]
-    if t_pad > t:
-        return F.pad(x, (0, t_pad - t))
-    return x[..., :t_pad] if t_pad < t else x
+def _box_mean(x: torch.Tensor, p: int, shift: float = 0.0) -> torch.Tensor:
+    """Means of ``p`` consecutive samples along the last axis (``T -> T - p + 1``) minus ``shift``.
 
-
-def _apply_window_filter(x: torch.Tensor, w_block: torch.Tensor, win: int, step: int, n_blocks: int,
-                         n_steps: int, n_filt: int) -> torch.Tensor:
-    """``(B, C, t_pad) -> (B, C, n_steps, F)``: the window filter on each ``step``-spaced window."""
-    b, c, _ = x.shape
-    windows = x.unfold(-1, win, step)  # (B, C, n_blocks, win), a view
-    y = (windows.reshape(-1, win) @ w_block).view(b, c, -1, n_filt)
-    return y[:, :, :n_steps] if y.shape[2] != n_steps else y
+    Differences of float64 cumulative sums (exact to float32 rounding).
+    """
+    cs = x.cumsum(-1, dtype=torch.float64)
+    out = x.new_empty(*x.shape[:-1], x.shape[-1] - p + 1)
+    out[..., :1] = cs[..., p - 1:p]
+    out[..., 1:] = cs[..., p:] - cs[..., :-p]
+    out.mul_(1.0 / p)
+    return out.sub_(shift) if shift else out
 
 
 def _chunk_rows(batch: int, bytes_per_row: int) -> int:
     return max(1, min(batch, _CHUNK_BYTES // max(1, bytes_per_row)))
 
 
-def _elu_(z: torch.Tensor) -> torch.Tensor:
+def _elu_(z: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor:
     """ELU (alpha 1) of ``z``, in place: ``max(z, exp(min(z, 0)) - 1)``.
 
     Same function as ``F.elu`` (which uses ``expm1``): the results differ by at most about 6e-8
-    (float32 rounding of ``exp(z) - 1`` near 0), while ``exp`` is vectorised on CPU and
-    ``expm1`` is not, which makes this 2 to 3 times faster there.
+    (float32 rounding of ``exp(z) - 1`` near 0). Its derivative is ``1 + min(elu(z), 0)``.
     """
-    e = torch.minimum(z, z.new_zeros(())).exp_().sub_(1.0)
-    return torch.maximum(z, e, out=z)
+    e = torch.clamp_max(z, 0.0, out=scratch) if scratch is not None else torch.clamp_max(z, 0.0)
+    return torch.maximum(z, e.exp_().sub_(1.0), out=z)
 
 
-def _column_moments(y: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-column sum and sum of squares of ``y - shift`` (float64), for ``y`` of shape ``(rows, F)``.
-
-    The shift (an estimate of the mean) avoids the cancellation of the raw-moment formula; the
-    sums are matrix-vector products, much faster on CPU than column-wise ``var_mean``.
-    """
-    d = y - shift
-    ones = d.new_ones(1, d.shape[0])
-    s1 = (ones @ d).squeeze(0).double()
-    s2 = (ones @ d.mul_(d)).squeeze(0).double()
-    return s1, s2
+def _overlap_add(acc: torch.Tensor, g: torch.Tensor, stride: int) -> None:
+    """Add window gradients ``g (B, n_steps, C, q * stride)`` into ``acc (B, C, >= (n_steps + q - 1) * stride)``."""
+    b, n_steps, c, width = g.shape
+    q = width // stride
+    blocks = acc[..., :(n_steps + q - 1) * stride].view(b, c, n_steps + q - 1, stride)
+    g = g.view(b, n_steps, c, q, stride)
+    for j in range(q):  # window phase j lands on block t + j
+        blocks[:, :, j:j + n_steps] += g[:, :, :, j].transpose(1, 2)
 
 
 class _FusedTemporalSpatial(torch.autograd.Function):
-    """Window filter -> batch norm -> ELU -> spatial matrix product, over chunks of the batch.
+    """Box mean -> strided temporal filter -> batch norm -> ELU -> spatial matrix product, in chunks.
 
-    Inputs: ``x (B, C, t_pad)``, the window filter ``(win, block * F)`` and its bias ``(F,)``, the
-    batch-norm weight and bias ``(F,)``, the spatial matrix ``(C * F, G)`` and bias ``(G,)``, the
-    running mean and variance (``None`` for batch statistics) and the geometry
-    ``(win, step, n_blocks, n_steps, eps)``. Output: ``(B * n_steps, G)`` rows in (batch, time)
-    order, plus the batch mean and (biased) variance for the running-statistics update.
+    Inputs: ``x (B, C, T)``, the temporal filter ``(k, F)`` and its bias ``(F,)``, the batch-norm
+    weight and bias ``(F,)``, the spatial matrix ``(C * F, G)`` and bias ``(G,)``, the running
+    mean and variance (``None`` for batch statistics) and ``(pool, stride, n_steps, eps)``. Output:
+    ``(B * n_steps, G)`` rows in (batch, time) order, plus the batch mean and (biased) variance.
 
-    Written by hand (not left to autograd) for memory: autograd would keep three activations of
-    ``(B, C, n_steps, F)`` (2.3 GB at batch 1024 for THINGS-EEG2 shapes, plus as much again in
-    transient gradients); this function keeps only its input and per-filter vectors, and its
-    backward pass recomputes the filter output chunk by chunk (twice: once to gather the two
-    batch-norm reductions, once to form the gradients), except for the chunks it can keep between
-    passes within ``_CACHE_BYTES`` (all of them for small batches).
+    The conv + pooling of the reference is a box mean of ``pool`` samples (cumulative sums) followed
+    by the ``k``-tap filter every ``stride`` samples, a matrix product on windows laid out as
+    (batch, time, channel, tap) so that its output is already in the spatial product's layout. A
+    ones column appended to the windows carries every bias, and the filter, the batch norm and
+    their shift fold into one ``(k + 1, F)`` matrix. The batch statistics of the filter output
+    follow from the windows' ``(k + 1) x (k + 1)`` Gram matrix (centred by the batch mean of the
+    input, float64 sums), and in the backward pass the batch-norm reductions, the filter gradient
+    and the input gradient follow from products with the windows, so that no pass needs a whole
+    filter output. Windows and ELU output are kept for the backward pass within ``_CACHE_BYTES``
+    (and the windows between the two forward passes when all of that fits); chunks beyond it are
+    recomputed.
     """
 
     @staticmethod
-    def forward(ctx, x, w_block, t_bias, gamma, beta, w_spatial, s_bias, running_mean, running_var, geom):
-        win, step, n_blocks, n_steps, eps = geom
+    def forward(ctx, x, w, t_bias, gamma, beta, w_spatial, s_bias, running_mean, running_var, geom):
+        pool, stride, n_steps, eps, keep = geom
         b, c, _ = x.shape
-        n_filt = gamma.shape[0]
-        chunk = _chunk_rows(b, c * n_steps * n_filt * x.element_size())
+        k, n_filt = w.shape
+        dt, f64 = x.dtype, torch.float64
+        with torch.autocast(x.device.type, enabled=False):
+            s0 = x.float().mean()  # centring constant: the Gram matrix below has no large mean to cancel
+            xb = _box_mean(x, pool, float(s0))
+            chunk = _chunk_rows(b, c * n_steps * n_filt * x.element_size())
 
-        def filt(lo: int, hi: int) -> torch.Tensor:
-            return _apply_window_filter(x[lo:hi], w_block, win, step, n_blocks, n_steps, n_filt) + t_bias
+            def windows(lo: int, hi: int) -> torch.Tensor:
+                wa = xb.new_empty(hi - lo, n_steps, c, k + 1)
+                wa[..., :k] = xb[lo:hi].unfold(-1, k, stride)[:, :, :n_steps].transpose(1, 2)
+                wa[..., k] = 1.0
+                return wa.view(-1, k + 1)
 
-        cache: dict[int, torch.Tensor] = {}
-        cached = 0
-        if running_mean is None:
-            # batch statistics: shifted sums per chunk, accumulated in float64
-            s1 = torch.zeros(n_filt, dtype=torch.float64, device=x.device)
-            s2 = torch.zeros_like(s1)
-            shift = None
+            c0 = (s0.double() * w.double().sum(0) + t_bias.double())  # filter response to the centring
+            win_cache: dict[int, torch.Tensor] = {}
+            cached = 0
+            # windows are cheap to recompute: kept between the forward passes only when the
+            # windows and ELU outputs of the whole batch fit (or when nothing is kept for backward)
+            fits = b * n_steps * c * (k + 1 + n_filt) * x.element_size() <= _CACHE_BYTES
+            gram = None
+            if running_mean is None:
+                gram = torch.zeros(k + 1, k + 1, dtype=f64, device=x.device)
+                for lo in range(0, b, chunk):
+                    wa = windows(lo, min(lo + chunk, b))
+                    wf = wa.float()
+                    gram += (wf.T @ wf).double()
+                    if (fits or not keep) and cached + wa.numel() * wa.element_size() <= _CACHE_BYTES:
+                        win_cache[lo] = wa
+                        cached += wa.numel() * wa.element_size()
+                n = gram[k, k]
+                mu = gram[k, :k] / n
+                cov = gram[:k, :k] / n - torch.outer(mu, mu)
+                wd = w.double()
+                mean = mu @ wd + c0
+                var = torch.einsum("kf,kl,lf->f", wd, cov, wd).clamp_min_(0.0)
+            else:
+                mean, var = running_mean.double(), running_var.double()
+            invstd = torch.rsqrt(var + eps)
+            k1 = gamma.double() * invstd
+            wa_mat = torch.cat([w.double(), (c0 - mean)[None]])  # windows @ wa_mat = y - mean
+            wz = wa_mat * k1
+            wz[k] += beta.double()
+            wz = wz.to(dt)
+            out = x.new_empty(b * n_steps, w_spatial.shape[1])
+            acts: dict[int, tuple] = {}
+            kept = 0
+            scratch = None
             for lo in range(0, b, chunk):
-                y = filt(lo, lo + chunk)
-                rows = y.reshape(-1, n_filt)
-                if shift is None:
-                    shift = rows[: min(len(rows), 4096)].mean(0)
-                m1, m2 = _column_moments(rows, shift)
-                s1 += m1
-                s2 += m2
-                if cached + y.numel() * y.element_size() <= _CACHE_BYTES:
-                    cache[lo] = y
-                    cached += y.numel() * y.element_size()
-            n = b * c * n_steps
-            mean_shifted = s1 / n
-            var = (s2 / n - mean_shifted**2).clamp_min(0.0).to(torch.float32)
-            mean = (mean_shifted + shift.double()).to(torch.float32)
-        else:
-            mean, var = running_mean.float(), running_var.float()
-        invstd = torch.rsqrt(var + eps)
-        scale = (gamma.float() * invstd).to(x.dtype)
-        shift = (beta.float() - mean * gamma.float() * invstd).to(x.dtype)
-        out = x.new_empty(b * n_steps, w_spatial.shape[1])
-        for lo in range(0, b, chunk):
-            hi = min(lo + chunk, b)
-            y = cache.pop(lo) if lo in cache else filt(lo, hi)
-            z = torch.addcmul(shift, y, scale)  # (bc, C, n_steps, F)
-            e = z.transpose(1, 2).reshape((hi - lo) * n_steps, c * n_filt)
-            del z, y
-            _elu_(e)
-            torch.addmm(s_bias, e, w_spatial, out=out[lo * n_steps:hi * n_steps])
-        ctx.save_for_backward(x, w_block, t_bias, gamma, beta, w_spatial, mean, invstd)
-        ctx.geom, ctx.chunk, ctx.batch_stats = geom, chunk, running_mean is None
-        mean_out, var_out = mean.detach().clone(), var.detach().clone()
+                hi = min(lo + chunk, b)
+                wa = win_cache.pop(lo) if lo in win_cache else windows(lo, hi)
+                z = (wa @ wz).view((hi - lo) * n_steps, c * n_filt)
+                if scratch is None or scratch.shape != z.shape:
+                    scratch = torch.empty_like(z)
+                _elu_(z, scratch)
+                out[lo * n_steps:hi * n_steps] = torch.addmm(s_bias, z, w_spatial)
+                size = (wa.numel() + z.numel()) * z.element_size()
+                if keep and kept + size <= _CACHE_BYTES:
+                    acts[lo] = (wa, z)
+                    kept += size
+        ctx.save_for_backward(x, w, gamma, w_spatial, wz, wa_mat, invstd, k1)
+        ctx.geom, ctx.chunk, ctx.acts, ctx.gram, ctx.s0 = geom, chunk, acts, gram, s0
+        mean_out, var_out = mean.to(torch.float32), var.to(torch.float32)
         ctx.mark_non_differentiable(mean_out, var_out)
         return out, mean_out, var_out
 
     @staticmethod
     def backward(ctx, grad_out, _grad_mean, _grad_var):
-        x, w_block, t_bias, gamma, beta, w_spatial, mean, invstd = ctx.saved_tensors
-        win, step, n_blocks, n_steps, _ = ctx.geom
-        b, c, _ = x.shape
-        n_filt = gamma.shape[0]
-        block = w_block.shape[1] // n_filt
-        chunk = ctx.chunk
-        n = b * c * n_steps
-        dt = x.dtype
-        grad_out = grad_out.contiguous()
-        mean_d, invstd_d = mean.to(dt), invstd.to(dt)
-
-        def recompute(lo: int, hi: int, want_wsp: torch.Tensor | None):
-            """Normalised filter output and the gradient reaching the batch-norm output, for rows lo:hi."""
-            bc = hi - lo
-            y = _apply_window_filter(x[lo:hi], w_block, win, step, n_blocks, n_steps, n_filt) + t_bias
-            xhat = (y - mean_d).mul_(invstd_d)
-            e = torch.addcmul(beta, xhat, gamma).transpose(1, 2).reshape(bc * n_steps, c * n_filt)
-            _elu_(e)
-            go = grad_out[lo * n_steps:hi * n_steps]
-            if want_wsp is not None:
-                want_wsp.addmm_(e.T, go)
-            g_e = go @ w_spatial.T  # (bc * n_steps, C * F)
-            # ELU'(z) = 1 for z > 0, exp(z) = elu(z) + 1 otherwise
-            g_e.mul_(torch.minimum(e.add_(1.0), e.new_ones(()), out=e))
-            # back to the (batch, channel, time, filter) layout of xhat, as one copy
-            g_z = g_e.view(bc, n_steps, c, n_filt).transpose(1, 2).contiguous()
-            return xhat, g_z
-
+        x, w, gamma, w_spatial, wz, wa_mat, invstd, k1 = ctx.saved_tensors
+        pool, stride, n_steps, _, _ = ctx.geom
+        b, c, t = x.shape
+        k, n_filt = w.shape
+        chunk, acts, gram = ctx.chunk, ctx.acts, ctx.gram
+        dt, f64 = x.dtype, torch.float64
         need = ctx.needs_input_grad
-        g_wsp = torch.zeros_like(w_spatial)
-        g_sbias = grad_out.sum(0) if need[6] else None
-        sum_dz = torch.zeros(n_filt, dtype=torch.float64, device=x.device)
-        sum_dz_xhat = torch.zeros_like(sum_dz)
-        cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        cached = 0
-        for lo in range(0, b, chunk):
-            xhat, g_z = recompute(lo, min(lo + chunk, b), g_wsp)
-            ones = g_z.new_ones(1, g_z.numel() // n_filt)
-            sum_dz += (ones @ g_z.view(-1, n_filt)).squeeze(0).double()
-            sum_dz_xhat += (ones @ (g_z * xhat).view(-1, n_filt)).squeeze(0).double()
-            size = 2 * xhat.numel() * xhat.element_size()
-            if cached + size <= _CACHE_BYTES:  # keep it for the second pass instead of recomputing
-                cache[lo] = (xhat, g_z)
-                cached += size
-        k1 = (gamma.float() * invstd).to(dt)
-        m_dz, m_dzx = (sum_dz / n).to(dt), (sum_dz_xhat / n).to(dt)
-        g_x = torch.zeros_like(x) if need[0] else None
-        g_wb = torch.zeros_like(w_block) if need[1] else None
-        g_tb = torch.zeros(n_filt, dtype=torch.float64, device=x.device)
-        if need[0] or need[1] or need[2]:
+        q = -(-k // stride)  # window phases
+        with torch.autocast(x.device.type, enabled=False):
+            grad_out = grad_out.contiguous().to(dt)
+            xb = None
+
+            def windows(lo: int, hi: int) -> torch.Tensor:
+                nonlocal xb
+                if xb is None:
+                    xb = _box_mean(x, pool, float(ctx.s0))
+                wa = xb.new_empty(hi - lo, n_steps, c, k + 1)
+                wa[..., :k] = xb[lo:hi].unfold(-1, k, stride)[:, :, :n_steps].transpose(1, 2)
+                wa[..., k] = 1.0
+                return wa.view(-1, k + 1)
+
+            # input gradient of the filter with the batch-norm scale, padded to whole phases
+            a_mat = F.pad((w.double() * k1).T, (0, q * stride - k)).to(dt)  # (F, q * stride)
+            length = max(pool - 1 + (n_steps + q - 1) * stride, t + pool - 1)
+            g_pad = x.new_zeros(b, c, length) if need[0] else None  # box-output gradients after pool - 1 zeros
+            g_xb = g_pad[..., pool - 1:] if need[0] else None
+            g_wsp = torch.zeros_like(w_spatial)
+            w_spat_t = w_spatial.T.contiguous()
+            g_sbias = grad_out.sum(0) if need[6] else None
+            p_mat = torch.zeros(k + 1, n_filt, dtype=f64, device=x.device)  # windows^T @ d(loss)/dz
+            pending: dict[int, tuple] = {}  # window gradients completed once the batch sums are known
             for lo in range(0, b, chunk):
                 hi = min(lo + chunk, b)
-                xhat, g_z = cache.pop(lo) if lo in cache else recompute(lo, hi, None)
-                if ctx.batch_stats:  # batch norm with batch statistics: the mean and variance depend on y
-                    g_y = torch.addcmul(g_z - m_dz, xhat, m_dzx, value=-1.0).mul_(k1)
+                was_kept = lo in acts
+                if was_kept:
+                    wa, e = acts.pop(lo)
                 else:
-                    g_y = g_z * k1
-                del xhat, g_z
-                g_tb += (g_y.new_ones(1, g_y.numel() // n_filt) @ g_y.view(-1, n_filt)).squeeze(0).double()
-                if n_blocks * block != n_steps:
-                    g_y = F.pad(g_y, (0, 0, 0, n_blocks * block - n_steps))
-                g_y = g_y.reshape(-1, block * n_filt)  # (bc * C * n_blocks, block * F)
-                if g_wb is not None:
-                    g_wb.addmm_(x[lo:hi].unfold(-1, win, step).reshape(-1, win).T, g_y)
-                if g_x is not None:
-                    g_win = (g_y @ w_block.T).view(hi - lo, c, n_blocks, win)
-                    gx = g_x[lo:hi]
-                    for i in range(n_blocks):  # overlap-add of the windows' gradients
-                        gx[..., i * step:i * step + win] += g_win[:, :, i]
-        return (g_x, g_wb, g_tb.to(t_bias.dtype) if need[2] else None,
-                sum_dz_xhat.to(gamma.dtype) if need[3] else None, sum_dz.to(beta.dtype) if need[4] else None,
+                    wa = windows(lo, hi)
+                    e = _elu_((wa @ wz).view((hi - lo) * n_steps, c * n_filt))
+                go = grad_out[lo * n_steps:hi * n_steps]
+                g_wsp.addmm_(e.T, go)
+                # ELU'(z) = 1 for z > 0, exp(z) = elu(z) + 1 otherwise
+                g_z = (go @ w_spat_t).mul_(e.add_(1.0).clamp_max_(1.0)).view(-1, n_filt)  # rows in (b, t, c) order
+                del e
+                p_mat += (wa.float().T @ g_z.float()).double()
+                if g_xb is not None:
+                    g_win = g_z @ a_mat
+                    if gram is not None and was_kept:
+                        pending[lo] = (wa, g_win)
+                    else:
+                        _overlap_add(g_xb[lo:hi], g_win.view(hi - lo, n_steps, c, -1), stride)
+            ctx.acts = None
+            sum_dz = p_mat[k]
+            sum_dz_xhat = (p_mat * wa_mat).sum(0) * invstd
+            if gram is not None:  # batch statistics: the mean and variance depend on the filter output
+                n = gram[k, k]
+                m_dz, m_dzx = sum_dz / n, sum_dz_xhat / n
+                xhat_w = (gram @ wa_mat) * invstd  # windows^T @ xhat
+                g_wfull = k1 * (p_mat - gram[:, k:] * m_dz - xhat_w * m_dzx)
+                if g_xb is not None:
+                    m_x = (wa_mat * (invstd * m_dzx * k1)) @ w.double().T  # (k + 1, k)
+                    m_x[k] += (m_dz * k1) @ w.double().T
+                    m_x = F.pad(-m_x, (0, q * stride - k)).to(dt)
+                    for lo in range(0, b, chunk):
+                        hi = min(lo + chunk, b)
+                        if lo in pending:
+                            wa, g_win = pending.pop(lo)
+                            g_win.addmm_(wa, m_x)
+                        else:
+                            g_win = windows(lo, hi) @ m_x
+                        _overlap_add(g_xb[lo:hi], g_win.view(hi - lo, n_steps, c, -1), stride)
+            else:
+                g_wfull = p_mat * k1
+            g_wfull[:k] += ctx.s0.double() * g_wfull[k]  # the filter saw centred windows
+            g_x = None
+            if g_xb is not None:  # adjoint of the box mean
+                g_pad[..., t:] = 0.0  # only the t - pool + 1 box outputs receive gradients
+                g_x = _box_mean(g_pad, pool)[..., :t]
+        return (g_x, g_wfull[:k].to(w.dtype) if need[1] else None, g_wfull[k].to(w.dtype) if need[2] else None,
+                sum_dz_xhat.to(gamma.dtype) if need[3] else None, sum_dz.to(gamma.dtype) if need[4] else None,
                 g_wsp if need[5] else None, g_sbias, None, None, None)
 
 
