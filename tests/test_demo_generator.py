@@ -275,3 +275,23 @@ def test_default_config_draws_recognisable_test_stimuli(tmp_path):
     print(f"two-way identification: {ident:.3f} (shuffled {chance:.3f})")
     assert ident >= IDENT_MIN, (ident, chance)
     assert chance <= CHANCE_MAX, (ident, chance)
+
+
+def test_cpu_sampling_thread_limit_gives_the_same_images_and_restores_torch():
+    model = _tiny()
+    outer = torch.get_num_threads()
+    torch.set_num_threads(2)
+    before = torch.get_num_threads()
+    one = _generator(model)  # the default: one thread while sampling on the CPU
+    assert one.threads == 1
+    seen = []
+    orig = one._generate
+    one._generate = lambda *a: (seen.append(torch.get_num_threads()), orig(*a))[1]
+    emb = torch.randn(3, 6)
+    a = one.generate(emb, seeds=[1, 2, 3], progress=False)
+    assert seen == [1] and torch.get_num_threads() == before
+    b = _generator(model, threads=None).generate(emb, seeds=[1, 2, 3], progress=False)
+    np.testing.assert_allclose(_arr(a), _arr(b), atol=2)  # uint8 images: threads may move a pixel by rounding
+    torch.set_num_threads(outer)
+    with pytest.raises(ValueError, match="threads"):
+        _generator(model, threads=0)
