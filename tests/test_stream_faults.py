@@ -91,7 +91,8 @@ def _by_marker(col):
 
 def test_source_stops_and_comes_back(setup):
     raw, model, gallery, clean = setup
-    col, stats = run_decoder(model, Scripted(ReplaySource(raw, speed=SPEED), outage=(3.0, 5.0)), gallery,
+    # at 10x the 2 s outage lasts 200 ms of wall time: long enough for a loaded machine to see the 10 ms stall
+    col, stats = run_decoder(model, Scripted(ReplaySource(raw, speed=10.0), outage=(3.0, 5.0)), gallery,
                              stall_timeout=0.01)
     kinds = col.kinds()
     assert "stall" in kinds and "resume" in kinds
